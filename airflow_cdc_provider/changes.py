@@ -1,0 +1,126 @@
+"""The change vocabulary every source speaks (DESIGN §1) and the net effect of a pull (DESIGN §2).
+
+A change batch is a ``pyarrow.RecordBatch`` of the user's columns plus two reserved columns:
+
+* ``_change_request_type``: ``'u'`` (insert or update; the row is the full new image) or ``'d'`` (delete;
+  only the key columns must be filled). Read trimmed and case-insensitively; empty or null means ``'u'``;
+  a missing column means every row is ``'u'``.
+* ``_change_sequence``: int64, the change's position in the source's order; larger is later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from airflow_cdc_provider.exceptions import (
+    BadChangeFileError,
+    MissingKeyColumnError,
+    NullKeyError,
+    UnknownChangeTypeError,
+)
+from airflow_cdc_provider.sql import column_list, quote_identifier
+
+CHANGE_TYPE = "_change_request_type"
+CHANGE_SEQUENCE = "_change_sequence"
+RESERVED_COLUMNS = (CHANGE_TYPE, CHANGE_SEQUENCE)
+UPSERT = "u"
+_ORIGIN = "cdc.origin"
+DELETE = "d"
+
+
+def prepare_batch(
+    batch: pa.RecordBatch,
+    *,
+    origin: str,
+    first_row: int,
+    first_sequence: int,
+    primary_key: Sequence[str],
+) -> pa.RecordBatch:
+    """Validate one batch read from ``origin`` and return it in the change vocabulary.
+
+    :param batch: rows as read from the source, possibly with a ``_change_request_type`` column.
+    :param origin: what the rows came from (a file's full location), named in every error.
+    :param first_row: how many rows of ``origin`` came before this batch, so errors give the row number.
+    :param first_sequence: the ``_change_sequence`` of the batch's first row.
+    :param primary_key: the key columns; each must be present and non-null on every row.
+    """
+    names = batch.schema.names
+    missing = [key for key in primary_key if key not in names]
+    if missing:
+        raise MissingKeyColumnError(
+            f"{origin}: primary-key column(s) {missing} missing; the file has columns {names}. "
+            "Every change file must carry the key columns."
+        )
+    if CHANGE_SEQUENCE in names:
+        raise BadChangeFileError(f"{origin}: column {CHANGE_SEQUENCE!r} is reserved for the change order; rename it")
+    for key in primary_key:
+        column = batch.column(key)
+        if column.null_count:
+            row = first_row + _first_index(column.is_null()) + 1
+            raise NullKeyError(f"{origin}: row {row} has a null in primary-key column {key!r}")
+
+    change_types = normalize_change_types(batch, origin=origin, first_row=first_row)
+    sequence = pa.array(range(first_sequence, first_sequence + batch.num_rows), type=pa.int64())
+    user_columns = [name for name in names if name != CHANGE_TYPE]
+    return pa.RecordBatch.from_arrays(
+        [batch.column(name) for name in user_columns] + [change_types, sequence],
+        schema=pa.schema(
+            [batch.schema.field(name) for name in user_columns]
+            + [pa.field(CHANGE_TYPE, pa.string(), nullable=False), pa.field(CHANGE_SEQUENCE, pa.int64(), False)],
+            metadata={_ORIGIN: origin},
+        ),
+    )
+
+
+def origin_of(batch: pa.RecordBatch) -> str:
+    """Where a prepared batch came from (a file's location), for error messages."""
+    metadata = batch.schema.metadata or {}
+    return metadata.get(_ORIGIN.encode(), b"the staged changes").decode()
+
+
+def normalize_change_types(batch: pa.RecordBatch, *, origin: str, first_row: int) -> pa.Array:
+    """The batch's change types as ``'u'``/``'d'``; an unknown value names the row and the value."""
+    if CHANGE_TYPE not in batch.schema.names:
+        return pa.array([UPSERT] * batch.num_rows, type=pa.string())
+    raw = batch.column(CHANGE_TYPE)
+    if pa.types.is_null(raw.type):
+        return pa.array([UPSERT] * batch.num_rows, type=pa.string())
+    if pa.types.is_dictionary(raw.type):
+        raw = raw.dictionary_decode()
+    try:
+        text = raw.cast(pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        raise UnknownChangeTypeError(
+            f"{origin}: column {CHANGE_TYPE!r} has type {raw.type}; expected text 'u' or 'd'"
+        ) from err
+    normalized = pc.fill_null(pc.utf8_lower(pc.utf8_trim_whitespace(text)), "")
+    normalized = pc.if_else(pc.equal(normalized, ""), UPSERT, normalized)
+    valid = pc.is_in(normalized, value_set=pa.array([UPSERT, DELETE]))
+    if not pc.all(valid).as_py():
+        index = _first_index(pc.invert(valid))
+        raise UnknownChangeTypeError(
+            f"{origin}: row {first_row + index + 1} has {CHANGE_TYPE} {text[index].as_py()!r}; "
+            "expected 'u' (insert or update) or 'd' (delete)"
+        )
+    return normalized
+
+
+def net_effect_query(source: str, primary_key: Sequence[str], order_by: Sequence[str] = (CHANGE_SEQUENCE,)) -> str:
+    """SQL selecting, per key, the last change of ``source`` by ``order_by`` (descending, nulls last).
+
+    Keys whose last change is ``d`` are to be deleted, keys whose last change is ``u`` upserted with that row.
+    Written with a window function in a sub-query, so PostgreSQL, DuckDB and the warehouses all run it.
+    ``source`` is a quoted table name or a parenthesised query; its rows carry ``_cdc_rank`` besides their own.
+    """
+    order = ", ".join(f"{quote_identifier(column)} DESC NULLS LAST" for column in order_by)
+    return (
+        f"SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY {column_list(primary_key)} "
+        f"ORDER BY {order}) AS _cdc_rank FROM {source}) AS ranked WHERE _cdc_rank = 1"
+    )
+
+
+def _first_index(mask: pa.Array | pa.ChunkedArray) -> int:
+    return int(pc.index(mask, True).as_py())

@@ -1,0 +1,1 @@
+"""Destinations: apply change batches and the stream's checkpoint in one transaction."""

@@ -1,0 +1,129 @@
+"""Change files (CSV with header, Parquet, JSON Lines, and gzip forms) read as streams of record batches.
+
+Every reader streams: Parquet by row group slices, CSV and JSON Lines block by block, so memory stays
+bounded whatever the size of the file. A file that cannot be read raises ``BadChangeFileError`` naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
+
+from airflow_cdc_provider.changes import CHANGE_TYPE
+from airflow_cdc_provider.exceptions import BadChangeFileError, EmptyChangeFileError
+
+CSV, PARQUET, JSONL = "csv", "parquet", "jsonl"
+_SUFFIXES = {
+    ".csv": CSV,
+    ".parquet": PARQUET,
+    ".pq": PARQUET,
+    ".jsonl": JSONL,
+    ".ndjson": JSONL,
+    ".json": JSONL,
+}
+_GZIP = ".gz"
+_PARQUET_BATCH_ROWS = 128 * 1024
+_TEXT_BLOCK_BYTES = 8 * 1024 * 1024  # CSV/JSON types are inferred from the first block: keep it large
+
+
+@dataclass(frozen=True)
+class FileFormat:
+    """How to read change files.
+
+    :param format: ``csv``, ``parquet`` or ``jsonl``; ``None`` picks it from each file's name
+        (``.csv``, ``.parquet``/``.pq``, ``.jsonl``/``.ndjson``/``.json``, each optionally ``.gz``).
+    :param csv_delimiter: the CSV field separator.
+    :param encoding: the text encoding of CSV files (JSON Lines must be UTF-8).
+    :param column_types: Arrow types for CSV/JSON columns whose type should not be inferred.
+    """
+
+    format: str | None = None
+    csv_delimiter: str = ","
+    encoding: str = "utf-8"
+    column_types: dict[str, pa.DataType] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.format not in (None, CSV, PARQUET, JSONL):
+            raise ValueError(f"unknown file format {self.format!r}; expected csv, parquet or jsonl")
+
+    def format_of(self, name: str) -> tuple[str, bool] | None:
+        """``(format, gzipped)`` for a file name, or ``None`` when the file is not a change file."""
+        lowered = name.lower()
+        gzipped = lowered.endswith(_GZIP)
+        stem = lowered[: -len(_GZIP)] if gzipped else lowered
+        if self.format is not None:
+            return self.format, gzipped
+        for suffix, fmt in _SUFFIXES.items():
+            if stem.endswith(suffix):
+                return fmt, gzipped
+        return None
+
+    def read(self, local_path: str, name: str) -> Iterator[pa.RecordBatch]:
+        """Yield the record batches of the file at ``local_path``; ``name`` is what errors call it."""
+        detected = self.format_of(name)
+        if detected is None:
+            raise BadChangeFileError(f"{name}: not a change file (expected .csv, .parquet or .jsonl, or .gz)")
+        fmt, gzipped = detected
+        if fmt == PARQUET and gzipped:
+            raise BadChangeFileError(f"{name}: gzip around Parquet is not supported; Parquet compresses itself")
+        rows = 0
+        try:
+            for batch in self._batches(local_path, fmt, gzipped):
+                if fmt == CSV:
+                    self._check_text(batch, name, rows)
+                rows += batch.num_rows
+                if batch.num_rows:
+                    yield batch
+        except (pa.ArrowException, OSError, EOFError, UnicodeDecodeError) as err:
+            raise BadChangeFileError(f"{name}: cannot be read as {fmt}{' (gzip)' if gzipped else ''}: {err}") from err
+        if rows == 0:
+            raise EmptyChangeFileError(
+                f"{name}: holds no rows; an empty change file cannot be told apart from a truncated upload. "
+                "Remove it, or write changes only when there are some."
+            )
+
+    def _check_text(self, batch: pa.RecordBatch, name: str, rows_before: int) -> None:
+        """CSV readers fall back to binary for text that does not decode: refuse it, naming the cell."""
+        for column_name, column in zip(batch.schema.names, batch.columns, strict=True):
+            if pa.types.is_binary(column.type) and column_name not in self.column_types:
+                for index, value in enumerate(column.to_pylist()):
+                    try:
+                        value is None or value.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise BadChangeFileError(
+                            f"{name}: row {rows_before + index + 1}, column {column_name!r} is not valid "
+                            f"{self.encoding} text; set encoding= to the file's encoding (e.g. 'latin-1')"
+                        ) from None
+
+    def _batches(self, local_path: str, fmt: str, gzipped: bool) -> Iterator[pa.RecordBatch]:
+        if fmt == PARQUET:
+            yield from pq.ParquetFile(local_path).iter_batches(batch_size=_PARQUET_BATCH_ROWS)
+            return
+        with pa.input_stream(local_path, compression="gzip" if gzipped else None) as stream:
+            reader = self._csv_reader(stream) if fmt == CSV else self._json_reader(stream)
+            yield from reader
+
+    def _csv_reader(self, stream: pa.NativeFile) -> pa_csv.CSVStreamingReader:
+        return pa_csv.open_csv(
+            stream,
+            read_options=pa_csv.ReadOptions(block_size=_TEXT_BLOCK_BYTES, encoding=self.encoding),
+            parse_options=pa_csv.ParseOptions(delimiter=self.csv_delimiter),
+            convert_options=pa_csv.ConvertOptions(
+                column_types={CHANGE_TYPE: pa.string(), **self.column_types},
+                null_values=[""],
+                strings_can_be_null=True,
+            ),
+        )
+
+    def _json_reader(self, stream: pa.NativeFile) -> pa_json.JSONStreamingReader:
+        explicit = pa.schema({CHANGE_TYPE: pa.string(), **self.column_types})
+        return pa_json.open_json(
+            stream,
+            read_options=pa_json.ReadOptions(block_size=_TEXT_BLOCK_BYTES),
+            parse_options=pa_json.ParseOptions(explicit_schema=explicit, unexpected_field_behavior="infer"),
+        )

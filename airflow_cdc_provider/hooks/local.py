@@ -1,0 +1,70 @@
+"""A local (or mounted) folder of change files: the embedded default source."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from airflow_cdc_provider.hooks.files import ChangeFile, FileChangeFeedHook
+
+
+class LocalChangeFeedHook(FileChangeFeedHook):
+    """Change files in a folder of the worker's file system (a local disk or a shared mount).
+
+    Writers should move a finished file into the folder (write elsewhere or under a ``.tmp`` name, then
+    rename): files whose names start with ``.`` or ``_`` or end with ``.tmp``/``.partial`` are skipped.
+
+    :param path: the folder, searched recursively. Relative to the connection's ``path`` when
+        ``local_conn_id`` is given, else relative to the working directory. Templated.
+    :param local_conn_id: optional connection of type ``cdc_local`` whose extra ``{"path": ...}`` is the
+        base folder, so one DAG runs against different folders per deployment.
+    :param kwargs: passed to :class:`~airflow_cdc_provider.hooks.files.FileChangeFeedHook`
+        (``lookback``, ``file_format``).
+    """
+
+    conn_name_attr = "local_conn_id"
+    default_conn_name = "cdc_local_default"
+    conn_type = "cdc_local"
+    hook_name = "Local change-file folder"
+    template_fields = ("path",)
+
+    def __init__(self, path: str, *, local_conn_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.path = path
+        self.local_conn_id = local_conn_id
+
+    @property
+    def root(self) -> Path:
+        base = Path(self.get_connection(self.local_conn_id).extra_dejson["path"]) if self.local_conn_id else Path()
+        return (base / self.path).absolute()
+
+    @property
+    def uri(self) -> str:
+        return self.root.as_uri()
+
+    def list_files(self) -> Iterator[ChangeFile]:
+        root = self.root
+        if not root.is_dir():
+            raise FileNotFoundError(f"change folder {root} does not exist or is not a folder")
+        for directory, _, names in os.walk(root):
+            for name in names:
+                full = Path(directory, name)
+                stat = full.stat()
+                yield ChangeFile(
+                    modified=_utc_from_ns(stat.st_mtime_ns),
+                    path=full.relative_to(root).as_posix(),
+                    size=stat.st_size,
+                    identity=f"{stat.st_size}-{stat.st_mtime_ns}",
+                )
+
+    def fetch(self, file: ChangeFile) -> contextlib.AbstractContextManager[str]:
+        return contextlib.nullcontext(str(self.root / file.path))
+
+
+def _utc_from_ns(nanoseconds: int) -> datetime:
+    seconds, rest = divmod(nanoseconds, 10**9)
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(microsecond=rest // 1000)

@@ -1,0 +1,1 @@
+"""Operators: the sync operator, and (per source) operators that enable change capture."""

@@ -1,0 +1,78 @@
+"""Schema evolution: how a destination column meets a batch column of another type.
+
+Written once for every destination. A new column is added; a type of the same family that the
+destination can hold without loss (int32 -> int64, int -> double, second -> microsecond timestamps)
+is widened; a column that is null throughout the batch fits anything; anything else fails and names
+the column and both types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from airflow_cdc_provider.exceptions import SchemaChangeError
+
+
+@dataclass
+class SchemaChanges:
+    """What a destination must do before it can take ``incoming``.
+
+    :param added: new columns, in the order they appear in the batch.
+    :param widened: existing columns whose type must change to the new type given.
+    """
+
+    added: list[pa.Field] = field(default_factory=list)
+    widened: list[pa.Field] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.widened)
+
+
+def reconcile(existing: pa.Schema, incoming: pa.Schema, origin: str) -> SchemaChanges:
+    """Compare the destination's schema with a batch's, raising ``SchemaChangeError`` on a lossy change."""
+    changes = SchemaChanges()
+    for new in incoming:
+        index = existing.get_field_index(new.name)
+        if index < 0:
+            changes.added.append(new)
+            continue
+        old = existing.field(index)
+        target = widened_type(old.type, new.type)
+        if target is None:
+            raise SchemaChangeError(
+                f"{origin}: column {new.name!r} has type {new.type} where the destination holds {old.type}; "
+                "convert the column at the source, or run a full refresh to rebuild the table"
+            )
+        if not target.equals(old.type):
+            changes.widened.append(pa.field(new.name, target))
+    return changes
+
+
+def widened_type(old: pa.DataType, new: pa.DataType) -> pa.DataType | None:
+    """The type that holds both ``old`` and ``new`` values without loss, or ``None`` if there is none."""
+    if old.equals(new) or pa.types.is_null(new):
+        return old
+    if pa.types.is_null(old):
+        return new
+    if _is_text(old) and _is_text(new):
+        return old
+    if pa.types.is_integer(old) and pa.types.is_integer(new):
+        return old if old.bit_width >= new.bit_width else new
+    if pa.types.is_floating(old) and (pa.types.is_integer(new) or pa.types.is_floating(new)):
+        return old if not pa.types.is_floating(new) or old.bit_width >= new.bit_width else new
+    if pa.types.is_integer(old) and pa.types.is_floating(new):
+        return pa.float64()
+    if pa.types.is_timestamp(old) and pa.types.is_timestamp(new) and old.tz == new.tz:
+        return old if _UNITS.index(old.unit) >= _UNITS.index(new.unit) else new
+    if pa.types.is_date(old) and pa.types.is_date(new):
+        return old
+    return None
+
+
+_UNITS = ["s", "ms", "us", "ns"]
+
+
+def _is_text(data_type: pa.DataType) -> bool:
+    return pa.types.is_string(data_type) or pa.types.is_large_string(data_type) or pa.types.is_string_view(data_type)
