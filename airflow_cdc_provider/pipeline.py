@@ -80,6 +80,11 @@ class SyncSummary:
         return {**asdict(self), "rows_upserted": self.rows_upserted}
 
 
+def default_stream_id(source: ChangeFeed, destination: Destination) -> str:
+    """The stream id used when none is given: stable across task and DAG renames."""
+    return f"{source.uri} -> {destination.uri}"
+
+
 def run_sync(
     source: ChangeFeed,
     destination: Destination,

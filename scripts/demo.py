@@ -39,8 +39,10 @@ def main() -> int:
     }
     airflow(env, "db", "migrate")
 
-    heading("Batch 1: 5 customers inserted (CSV), #2 updated + #3 deleted + #6 inserted (Parquet), "
-            "2 sign-ups in a file without _change_request_type (JSON Lines)")
+    heading(
+        "Batch 1: 5 customers inserted (CSV), #2 updated + #3 deleted + #6 inserted (Parquet), "
+        "2 sign-ups in a file without _change_request_type (JSON Lines)"
+    )
     write_batch_one()
     before = run_and_show(env, {})
 
@@ -52,23 +54,33 @@ def main() -> int:
 
 
 def write_batch_one() -> None:
-    land("001_customers.csv", "customer_id,name,email,_change_request_type\n"
-         "1,Ada,ada@example.com,u\n2,Grace,grace@example.com,u\n3,Edsger,edsger@example.com,u\n"
-         "4,Barbara,barbara@example.com,u\n5,Ken,ken@example.com,u\n")
-    table = pa.table({
-        "customer_id": [2, 3, 6],
-        "name": ["Grace", None, "Linus"],
-        "email": ["grace.hopper@navy.example", None, "linus@example.com"],
-        "_change_request_type": ["u", "d", "u"],
-    })
+    land(
+        "001_customers.csv",
+        "customer_id,name,email,_change_request_type\n"
+        "1,Ada,ada@example.com,u\n2,Grace,grace@example.com,u\n3,Edsger,edsger@example.com,u\n"
+        "4,Barbara,barbara@example.com,u\n5,Ken,ken@example.com,u\n",
+    )
+    table = pa.table(
+        {
+            "customer_id": [2, 3, 6],
+            "name": ["Grace", None, "Linus"],
+            "email": ["grace.hopper@navy.example", None, "linus@example.com"],
+            "_change_request_type": ["u", "d", "u"],
+        }
+    )
     land_with(LANDING / "002_changes.parquet", lambda path: pq.write_table(table, path))
-    land("003_signups.jsonl", '{"customer_id": 7, "name": "Margaret", "email": "margaret@example.com"}\n'
-         '{"customer_id": 8, "name": "Dennis", "email": "dennis@example.com"}\n')
+    land(
+        "003_signups.jsonl",
+        '{"customer_id": 7, "name": "Margaret", "email": "margaret@example.com"}\n'
+        '{"customer_id": 8, "name": "Dennis", "email": "dennis@example.com"}\n',
+    )
 
 
 def write_batch_two() -> None:
-    text = ("customer_id,name,email,_change_request_type\n1,Ada,ada.lovelace@example.com,U\n"
-            "2,,, D \n5,,,d\n9,Alan,alan@example.com,\n")
+    text = (
+        "customer_id,name,email,_change_request_type\n1,Ada,ada.lovelace@example.com,U\n"
+        "2,,, D \n5,,,d\n9,Alan,alan@example.com,\n"
+    )
     land_with(LANDING / "004_more_changes.csv.gz", lambda path: path.write_bytes(gzip.compress(text.encode())))
 
 

@@ -66,6 +66,11 @@ class Destination(ABC):
     def transaction(self, stream_id: str) -> contextlib.AbstractContextManager[DestinationTransaction]:
         """Open a transaction for ``stream_id``."""
 
+    def read_checkpoint(self, stream_id: str) -> Checkpoint | None:
+        """The stream's committed checkpoint, read on its own (sensors use it); ``None`` for a new stream."""
+        with self.transaction(stream_id) as transaction:
+            return transaction.read_checkpoint()
+
 
 class BatchRuns:
     """Split a stream of change batches into record-batch readers of one schema each.

@@ -52,17 +52,21 @@ class DuckDBDestination(Destination):
         schema, _, table = self.table.rpartition(".")
         return f"duckdb://{Path(self.path).absolute().as_posix()}/{schema or 'main'}/{table}"
 
+    def read_checkpoint(self, stream_id: str) -> Checkpoint | None:
+        """Read without a write lock; ``None`` when the file or the stream does not exist yet."""
+        if not Path(self.path).exists():
+            return None
+        with _connect(self.path, read_only=True) as con:
+            checkpoints = quote_table_name(self.checkpoint_table)
+            try:
+                rows = con.execute(f"SELECT checkpoint FROM {checkpoints} WHERE stream_id = ?", [stream_id]).fetchall()
+            except duckdb.CatalogException:
+                return None
+        return json.loads(rows[0][0]) if rows else None
+
     @contextlib.contextmanager
     def transaction(self, stream_id: str) -> Iterator[DuckDBTransaction]:
-        try:
-            con = duckdb.connect(self.path)
-        except duckdb.IOException as err:
-            if "lock" not in str(err).lower():
-                raise
-            raise ConcurrentSyncError(
-                f"DuckDB database {self.path} is open in another process ({err}). Another run of this "
-                "stream, or a reader of the file, holds it; nothing was applied. Retry once it is closed."
-            ) from err
+        con = _connect(self.path)
         try:
             con.execute("BEGIN TRANSACTION")
             yield DuckDBTransaction(con, self, stream_id)
@@ -217,6 +221,18 @@ class DuckDBTransaction(DestinationTransaction):
             return {row[0]: row[1] for row in self._run("DESCRIBE SELECT * FROM _cdc_probe")}
         finally:
             self._con.unregister("_cdc_probe")
+
+
+def _connect(path: str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(path, read_only=read_only)
+    except duckdb.IOException as err:
+        if "lock" not in str(err).lower():
+            raise
+        raise ConcurrentSyncError(
+            f"DuckDB database {path} is open in another process ({err}). Another run of this stream, or a "
+            "reader of the file, holds it; nothing was applied. Retry once it is closed."
+        ) from err
 
 
 def _typed_fields(schema: pa.Schema) -> list[pa.Field]:

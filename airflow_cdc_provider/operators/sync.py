@@ -9,7 +9,7 @@ from airflow.sdk import Asset, BaseOperator
 
 from airflow_cdc_provider.destinations.base import Destination
 from airflow_cdc_provider.hooks.base import ChangeFeed
-from airflow_cdc_provider.pipeline import Mode, SyncSpec, run_sync
+from airflow_cdc_provider.pipeline import Mode, SyncSpec, default_stream_id, run_sync
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -70,7 +70,7 @@ class ChangeSyncOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         spec = SyncSpec(
-            stream_id=self.stream_id or f"{self.source.uri} -> {self.destination.uri}",
+            stream_id=self.stream_id or default_stream_id(self.source, self.destination),
             primary_key=self._key_columns(),
             mode=self.mode,
             timestamp_column=self.timestamp_column,
