@@ -27,7 +27,7 @@ with DAG(
     params={
         "full_refresh": Param(False, type="boolean", description="Re-read every file and rebuild the table."),
     },
-):
+) as dag:
     ChangeSyncOperator(
         task_id="sync_customers",
         source=LocalChangeFeedHook(path=f"{DEMO_DIR}/landing"),

@@ -11,7 +11,14 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from airflow_cdc_provider.changes import CHANGE_TYPE, DELETE, RESERVED_COLUMNS, UPSERT, net_effect_query
+from airflow_cdc_provider.changes import (
+    CHANGE_SEQUENCE,
+    CHANGE_TYPE,
+    DELETE,
+    RESERVED_COLUMNS,
+    UPSERT,
+    net_effect_query,
+)
 from airflow_cdc_provider.destinations.base import (
     ApplyStats,
     BatchRuns,
@@ -23,6 +30,7 @@ from airflow_cdc_provider.exceptions import ConcurrentSyncError
 from airflow_cdc_provider.schema import reconcile
 from airflow_cdc_provider.sql import column_list, key_match, quote_identifier, quote_table_name
 
+_RESERVED_FIELDS = [pa.field(CHANGE_TYPE, pa.string()), pa.field(CHANGE_SEQUENCE, pa.int64())]
 _STAGE = "_cdc_stage"
 _NET = "_cdc_net"
 _BATCHES = "_cdc_batches"
@@ -163,9 +171,11 @@ class DuckDBTransaction(DestinationTransaction):
 
     def _evolve_stage(self, incoming: pa.Schema, origin: str) -> None:
         if self._stage_schema is None:
-            self._run(f"CREATE TEMP TABLE {_STAGE} ({self._column_definitions(incoming)})")
-            self._stage_schema = incoming
-            return
+            # Start from the table's own columns, so a file whose types clash with it is named in the error.
+            existing = None if self._rebuild else self._table_schema()
+            initial = pa.schema([*(existing or []), *_RESERVED_FIELDS])
+            self._run(f"CREATE TEMP TABLE {_STAGE} ({self._column_definitions(initial)})")
+            self._stage_schema = initial
         self._stage_schema = self._evolve(_STAGE, self._stage_schema, incoming, origin)
 
     def _prepare_table(self, columns: pa.Schema, primary_key: Sequence[str]) -> None:

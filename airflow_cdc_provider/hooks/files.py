@@ -148,8 +148,11 @@ class FileChangeFeedHook(BaseHook, ABC):
 
 
 def _is_complete(path: str) -> bool:
-    name = path.rsplit("/", 1)[-1]
-    return not name.startswith(_IGNORED_PREFIXES) and not name.lower().endswith(_IGNORED_SUFFIXES)
+    """False for unfinished or marker files, and for anything inside a hidden or ``_temporary`` folder."""
+    parts = path.split("/")
+    return not any(part.startswith(_IGNORED_PREFIXES) for part in parts) and not path.lower().endswith(
+        _IGNORED_SUFFIXES
+    )
 
 
 def _watermark(cursor: Cursor | None) -> datetime | None:
