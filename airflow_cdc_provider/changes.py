@@ -25,6 +25,7 @@ from airflow_cdc_provider.sql import column_list, quote_identifier
 
 CHANGE_TYPE = "_change_request_type"
 CHANGE_SEQUENCE = "_change_sequence"
+RESERVED_FIELDS = (pa.field(CHANGE_TYPE, pa.string()), pa.field(CHANGE_SEQUENCE, pa.int64()))
 RESERVED_COLUMNS = (CHANGE_TYPE, CHANGE_SEQUENCE)
 UPSERT = "u"
 _ORIGIN = "cdc.origin"

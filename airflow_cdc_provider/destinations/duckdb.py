@@ -12,10 +12,10 @@ import duckdb
 import pyarrow as pa
 
 from airflow_cdc_provider.changes import (
-    CHANGE_SEQUENCE,
     CHANGE_TYPE,
     DELETE,
     RESERVED_COLUMNS,
+    RESERVED_FIELDS,
     UPSERT,
     net_effect_query,
 )
@@ -30,7 +30,6 @@ from airflow_cdc_provider.exceptions import ConcurrentSyncError
 from airflow_cdc_provider.schema import reconcile
 from airflow_cdc_provider.sql import column_list, key_match, quote_identifier, quote_table_name
 
-_RESERVED_FIELDS = [pa.field(CHANGE_TYPE, pa.string()), pa.field(CHANGE_SEQUENCE, pa.int64())]
 _STAGE = "_cdc_stage"
 _NET = "_cdc_net"
 _BATCHES = "_cdc_batches"
@@ -173,7 +172,7 @@ class DuckDBTransaction(DestinationTransaction):
         if self._stage_schema is None:
             # Start from the table's own columns, so a file whose types clash with it is named in the error.
             existing = None if self._rebuild else self._table_schema()
-            initial = pa.schema([*(existing or []), *_RESERVED_FIELDS])
+            initial = pa.schema([*(existing or []), *RESERVED_FIELDS])
             self._run(f"CREATE TEMP TABLE {_STAGE} ({self._column_definitions(initial)})")
             self._stage_schema = initial
         self._stage_schema = self._evolve(_STAGE, self._stage_schema, incoming, origin)
