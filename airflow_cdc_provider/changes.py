@@ -48,29 +48,50 @@ def prepare_batch(
     :param first_sequence: the ``_change_sequence`` of the batch's first row.
     :param primary_key: the key columns; each must be present and non-null on every row.
     """
+    if CHANGE_SEQUENCE in batch.schema.names:
+        raise BadChangeFileError(f"{origin}: column {CHANGE_SEQUENCE!r} is reserved for the change order; rename it")
+    check_keys(batch, primary_key, origin=origin, first_row=first_row)
+    change_types = normalize_change_types(batch, origin=origin, first_row=first_row)
+    sequence = pa.array(range(first_sequence, first_sequence + batch.num_rows), type=pa.int64())
+    return with_change_columns(
+        batch.drop_columns([CHANGE_TYPE]) if CHANGE_TYPE in batch.schema.names else batch,
+        change_types,
+        sequence,
+        origin=origin,
+    )
+
+
+def check_keys(batch: pa.RecordBatch, primary_key: Sequence[str], *, origin: str, first_row: int = 0) -> None:
+    """Every key column is present, and non-null on every row; the error names the row."""
     names = batch.schema.names
     missing = [key for key in primary_key if key not in names]
     if missing:
         raise MissingKeyColumnError(
-            f"{origin}: primary-key column(s) {missing} missing; the file has columns {names}. "
-            "Every change file must carry the key columns."
+            f"{origin}: primary-key column(s) {missing} missing; it has columns {names}. "
+            "Every change must carry the key columns."
         )
-    if CHANGE_SEQUENCE in names:
-        raise BadChangeFileError(f"{origin}: column {CHANGE_SEQUENCE!r} is reserved for the change order; rename it")
     for key in primary_key:
         column = batch.column(key)
         if column.null_count:
             row = first_row + _first_index(column.is_null()) + 1
             raise NullKeyError(f"{origin}: row {row} has a null in primary-key column {key!r}")
 
-    change_types = normalize_change_types(batch, origin=origin, first_row=first_row)
-    sequence = pa.array(range(first_sequence, first_sequence + batch.num_rows), type=pa.int64())
-    user_columns = [name for name in names if name != CHANGE_TYPE]
+
+def with_change_columns(
+    user_columns: pa.RecordBatch, change_types: pa.Array, sequence: pa.Array, *, origin: str
+) -> pa.RecordBatch:
+    """The user's columns plus the two reserved ones, remembering ``origin`` for later error messages."""
+    clash = [name for name in user_columns.schema.names if name in RESERVED_COLUMNS]
+    if clash:
+        raise BadChangeFileError(f"{origin}: column(s) {clash} are reserved for the change vocabulary; rename them")
     return pa.RecordBatch.from_arrays(
-        [batch.column(name) for name in user_columns] + [change_types, sequence],
+        [*user_columns.columns, change_types, sequence],
         schema=pa.schema(
-            [batch.schema.field(name) for name in user_columns]
-            + [pa.field(CHANGE_TYPE, pa.string(), nullable=False), pa.field(CHANGE_SEQUENCE, pa.int64(), False)],
+            [
+                *user_columns.schema,
+                pa.field(CHANGE_TYPE, pa.string(), False),
+                pa.field(CHANGE_SEQUENCE, pa.int64(), False),
+            ],
             metadata={_ORIGIN: origin},
         ),
     )

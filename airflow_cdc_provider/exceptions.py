@@ -40,3 +40,25 @@ class SchemaChangeError(ChangeFeedError):
 
 class ConcurrentSyncError(ChangeFeedError):
     """Another run of the same stream committed or holds the destination; this run applied nothing."""
+
+
+class ChangeDataUnavailableError(ChangeFeedError):
+    """The change data a stream's cursor needs cannot be read from the source any more.
+
+    Nothing was applied. The remedy is a full refresh of the stream (``full_refresh=True`` on the sync
+    operator, or the ``full_refresh`` DAG param), which re-reads the table's current snapshot.
+    """
+
+
+class RetentionExpiredError(ChangeDataUnavailableError):
+    """The versions or the time window after the stream's cursor are gone: vacuumed, past the table's
+    retention, cleaned from its log, or the table was replaced. A full refresh re-reads the table."""
+
+
+class ChangeTrackingDisabledError(ChangeDataUnavailableError):
+    """The table's change capture (Delta change data feed, Snowflake change tracking, BigQuery change
+    history) was off for part of the range the stream needs. Enable it, then run a full refresh."""
+
+
+class PrimaryKeyRequiredError(ChangeFeedError):
+    """The source has no row identity of its own, so the sync needs the key columns that identify a row."""

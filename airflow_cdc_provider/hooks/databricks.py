@@ -1,0 +1,229 @@
+"""A Databricks (Unity Catalog / Hive metastore) Delta table's change data feed, read through a SQL warehouse.
+
+The rule, checked against Databricks' documentation (``table_changes`` table-valued function, ``DESCRIBE
+HISTORY``, "Use Delta Lake change data feed on Databricks"):
+
+* read: ``SELECT * FROM table_changes('t', start, end)``: ``table_str`` is a STRING literal holding the
+  (back-quoted) table name; ``start`` and ``end`` are versions, both included; it errors if ``start`` is
+  before the earliest available version or after the latest;
+* the rows carry ``_change_type``, ``_commit_version``, ``_commit_timestamp`` and map exactly as the
+  Delta storage feed does (:func:`airflow_cdc_provider.hooks.delta.delta_changes`);
+* the latest version is fixed when the pull starts: ``DESCRIBE HISTORY t LIMIT 1`` (newest first);
+* change data that is gone surfaces as the error classes ``DELTA_CHANGE_DATA_FILE_NOT_FOUND`` (vacuumed),
+  ``DELTA_TRUNCATED_TRANSACTION_LOG``/``VERSION_NOT_FOUND`` (log cleaned up), and
+  ``DELTA_MISSING_CHANGE_DATA`` (the feed was off for a version): they become our named errors.
+
+Cursor: ``{"version": <last version applied>}``. First sync: ``SELECT * FROM t VERSION AS OF v`` as upserts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+from airflow.sdk import BaseHook
+
+from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
+from airflow_cdc_provider.hooks.base import ChangePull, Cursor
+from airflow_cdc_provider.hooks.delta import delta_changes, snapshot_changes
+from airflow_cdc_provider.hooks.tables import require_primary_key
+
+if TYPE_CHECKING:
+    from airflow.providers.databricks.hooks.databricks_sql import DatabricksSqlHook
+
+_EXPIRED_CLASSES = (
+    "DELTA_CHANGE_DATA_FILE_NOT_FOUND",
+    "DELTA_TRUNCATED_TRANSACTION_LOG",
+    "DELTA_MISSING_FILES_UNEXPECTED_VERSION",
+    "DELTA_UNSUPPORTED_TIME_TRAVEL_BEYOND_DELETED_FILE_RETENTION_DURATION",
+    "VERSION_NOT_FOUND",
+)
+_DISABLED_CLASSES = ("DELTA_MISSING_CHANGE_DATA", "DELTA_CHANGE_DATA_FEED_NOT_ENABLED", "CHANGE_DATA_FEED_NOT_ENABLED")
+FETCH_ROWS = 100_000
+
+
+def databricks_table_name(name: str) -> str:
+    """``catalog.schema.table`` back-quoted part by part, a back-quote inside doubled.
+
+    Quotes and backslashes are refused: the name also travels inside ``table_changes``' string literal.
+    """
+    parts = name.split(".")
+    if not 1 <= len(parts) <= 3 or not all(parts):
+        raise ValueError(
+            f"invalid Databricks table name {name!r}: expected table, schema.table or catalog.schema.table"
+        )
+    if any(bad in name for bad in ("'", "\\", "\n", "\x00")):
+        raise ValueError(f"invalid Databricks table name {name!r}: it must not hold quotes, backslashes or newlines")
+    return ".".join("`" + part.replace("`", "``") + "`" for part in parts)
+
+
+def translate_error(err: Exception, table: str, start: int, end: int) -> Exception | None:
+    """Databricks' refusal of a version range as one of our named errors, or ``None`` for another error."""
+    text = str(err).upper()
+    where = (
+        f"Databricks table {table}: the change data for versions {start}..{end} "
+        f"(after the stream's cursor, version {start - 1})"
+    )
+    if any(name in text for name in _DISABLED_CLASSES):
+        return ChangeTrackingDisabledError(
+            f"{where} was not recorded: the change data feed was off for part of it ({err}). Turn it on "
+            "(EnableDeltaChangeDataFeedOperator) and run a full refresh of the stream."
+        )
+    if any(name in text for name in _EXPIRED_CLASSES):
+        return RetentionExpiredError(
+            f"{where} is gone: vacuumed or cleaned from the log past the table's retention ({err}). Run a full "
+            "refresh of the stream, and sync more often than delta.deletedFileRetentionDuration."
+        )
+    return None
+
+
+class DatabricksChangeFeedHook(BaseHook):
+    """The change data feed of a Databricks Delta table, read through a SQL warehouse as Arrow.
+
+    Connects through the Databricks provider's :class:`DatabricksSqlHook` (the existing Airflow connection).
+
+    :param table: ``catalog.schema.table`` (or shorter, resolved in the connection's defaults). Templated.
+    :param databricks_conn_id: the Airflow connection to Databricks.
+    :param http_path: the SQL warehouse's HTTP path, if not in the connection.
+    :param sql_endpoint_name: the SQL warehouse's name, instead of ``http_path``.
+    :param fetch_rows: rows per Arrow fetch; bounds the worker's memory.
+    """
+
+    conn_name_attr = "databricks_conn_id"
+    default_conn_name = "databricks_default"
+    conn_type = "databricks"
+    hook_name = "Databricks change data feed"
+    template_fields = ("table",)
+
+    def __init__(
+        self,
+        table: str,
+        *,
+        databricks_conn_id: str = default_conn_name,
+        http_path: str | None = None,
+        sql_endpoint_name: str | None = None,
+        fetch_rows: int = FETCH_ROWS,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.table = table
+        self.databricks_conn_id = databricks_conn_id
+        self.http_path = http_path
+        self.sql_endpoint_name = sql_endpoint_name
+        self.fetch_rows = fetch_rows
+
+    @cached_property
+    def sql_hook(self) -> DatabricksSqlHook:
+        from airflow.providers.databricks.hooks.databricks_sql import DatabricksSqlHook
+
+        return DatabricksSqlHook(
+            databricks_conn_id=self.databricks_conn_id,
+            http_path=self.http_path,
+            sql_endpoint_name=self.sql_endpoint_name,
+        )
+
+    @property
+    def uri(self) -> str:
+        return f"databricks://{self.databricks_conn_id}/{self.table}"
+
+    @property
+    def quoted_table(self) -> str:
+        return databricks_table_name(self.table)
+
+    def history_query(self) -> str:
+        return f"DESCRIBE HISTORY {self.quoted_table} LIMIT 1"
+
+    def changes_query(self, start: int, end: int) -> str:
+        return f"SELECT * FROM table_changes('{self.quoted_table}', {int(start)}, {int(end)})"
+
+    def snapshot_query(self, version: int) -> str:
+        return f"SELECT * FROM {self.quoted_table} VERSION AS OF {int(version)}"
+
+    def latest_version(self) -> int:
+        """The table's latest version, from its history."""
+        cursor = self.sql_hook.get_conn().cursor()
+        try:
+            cursor.execute(self.history_query())
+            names = [column[0] for column in cursor.description]
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        if row is None:
+            raise RuntimeError(f"DESCRIBE HISTORY {self.table} returned no version")
+        return int(row[names.index("version")])
+
+    @staticmethod
+    def cursor_version(cursor: Cursor | None) -> int | None:
+        return None if cursor is None else int(cursor["version"])
+
+    def trigger_spec(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "table": self.table,
+                "databricks_conn_id": self.databricks_conn_id,
+                "http_path": self.http_path,
+                "sql_endpoint_name": self.sql_endpoint_name,
+            },
+        )
+
+    def pull(self, cursor: Cursor | None, primary_key: Sequence[str]) -> ChangePull:
+        """Fix the latest version and stream ``table_changes`` from the version after ``cursor`` to it."""
+        require_primary_key(primary_key, f"Databricks table {self.table}")
+        end = self.latest_version()
+        end_cursor = {"version": end}
+        if cursor is None:
+            origin = f"Databricks table {self.table} (snapshot at version {end})"
+            pull = ChangePull(batches=iter(()), end_cursor=end_cursor, units_total=1, unit="snapshots", names=[origin])
+            pull.batches = self._read(self.snapshot_query(end), origin, primary_key, pull, end, end, snapshot=True)
+            return pull
+        start = int(cursor["version"]) + 1
+        if start > end + 1:
+            raise RetentionExpiredError(
+                f"Databricks table {self.table} is at version {end}, older than the stream's cursor (version "
+                f"{start - 1}): it was replaced. Run a full refresh of the stream."
+            )
+        if start > end:
+            return ChangePull(batches=iter(()), end_cursor=end_cursor, units_total=0, unit="versions")
+        origin = f"Databricks table {self.table} (versions {start}..{end})"
+        pull = ChangePull(
+            batches=iter(()), end_cursor=end_cursor, units_total=end - start + 1, unit="versions", names=[origin]
+        )
+        pull.batches = self._read(self.changes_query(start, end), origin, primary_key, pull, start, end, snapshot=False)
+        return pull
+
+    def _read(
+        self,
+        sql: str,
+        origin: str,
+        primary_key: Sequence[str],
+        pull: ChangePull,
+        start: int,
+        end: int,
+        *,
+        snapshot: bool,
+    ) -> Iterator[pa.RecordBatch]:
+        cursor = self.sql_hook.get_conn().cursor()
+        try:
+            cursor.execute(sql)
+            while True:
+                table = cursor.fetchmany_arrow(self.fetch_rows)
+                if table.num_rows == 0:
+                    break
+                for batch in table.to_batches():
+                    if batch.num_rows:
+                        yield (
+                            snapshot_changes(batch, end, primary_key, origin)
+                            if snapshot
+                            else delta_changes(batch, primary_key, origin)
+                        )
+        except Exception as err:
+            translated = translate_error(err, self.table, start, end)
+            if translated is None:
+                raise
+            raise translated from err
+        finally:
+            cursor.close()
+        pull.units_done = pull.units_total

@@ -1,0 +1,242 @@
+"""A Snowflake table's changes through change tracking and the ``CHANGES`` clause.
+
+The rule, checked against Snowflake's documentation (``CHANGES`` clause, "Introduction to streams" on the
+``METADATA$`` columns, ``ALTER TABLE``):
+
+* read: ``SELECT * FROM t CHANGES(INFORMATION => DEFAULT) AT(TIMESTAMP => start) END(TIMESTAMP => end)``;
+  ``DEFAULT`` returns the row-level net delta between the two points (a row inserted and deleted inside
+  the window is not returned); timestamps must be cast explicitly to a TIMESTAMP; the END marker is
+  inclusive. Consecutive windows share their boundary state, so they compose with no gap and no duplicate;
+* each row carries ``METADATA$ACTION`` (``INSERT`` or ``DELETE``), ``METADATA$ISUPDATE`` (``TRUE`` for the
+  DELETE + INSERT pair an UPDATE leaves) and ``METADATA$ROW_ID``;
+* ``INSERT`` is ``'u'``; ``DELETE`` is ``'d'``, also the before-image half of an update (it orders before
+  the INSERT of the same window, so an update that keeps the key is an upsert, and one that changes the
+  key removes the old key; see :mod:`airflow_cdc_provider.hooks.tables`);
+* order: one window per pull, deletes before upserts: ``_change_sequence`` is 0 for a delete, 1 for an upsert;
+* change tracking must be on over the whole window (``ALTER TABLE t SET CHANGE_TRACKING = TRUE``), and the
+  window must lie inside the table's Time Travel retention; else Snowflake refuses with
+  "Change tracking is not enabled or has been missing for the time range requested" or
+  "Time travel data is not available for table ...", which become our named errors.
+
+The window's end is fixed when the pull starts, from Snowflake's own clock (``SELECT CURRENT_TIMESTAMP()``),
+so the worker's clock never matters. Cursor: ``{"end": <ISO timestamp>, "end_us": <microseconds since epoch>}``.
+First sync: the table ``AT(TIMESTAMP => end)`` as upserts; later syncs read ``CHANGES`` from that end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from airflow.sdk import BaseHook
+
+from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
+from airflow_cdc_provider.hooks.base import ChangePull, Cursor
+from airflow_cdc_provider.hooks.tables import change_batch, check_known, plain_types, require_primary_key, text_column
+from airflow_cdc_provider.sql import quote_identifier
+
+if TYPE_CHECKING:
+    from airflow.providers.snowflake.hooks.snowflake import SnowflakeHook
+
+ACTION_COLUMN = "METADATA$ACTION"
+IS_UPDATE_COLUMN = "METADATA$ISUPDATE"
+ROW_ID_COLUMN = "METADATA$ROW_ID"
+METADATA_COLUMNS = (ACTION_COLUMN, IS_UPDATE_COLUMN, ROW_ID_COLUMN)
+ACTIONS = ("INSERT", "DELETE")
+_UNQUOTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+_DISABLED_HINTS = ("change tracking is not enabled",)
+_EXPIRED_HINTS = ("time travel data is not available", "beyond the allowed time travel period")
+
+
+def snowflake_table_name(name: str) -> str:
+    """``db.schema.table`` quoted part by part, each part resolved as Snowflake resolves it.
+
+    A plain part (letters, digits, ``_``, ``$``) is what Snowflake stores upper-cased, so it is upper-cased
+    and quoted; a part written in double quotes is kept exactly; anything else is kept exactly and quoted.
+    Whatever the name holds, it stays one identifier per part.
+    """
+    parts = name.split(".")
+    if not 1 <= len(parts) <= 3 or not all(parts):
+        raise ValueError(f"invalid Snowflake table name {name!r}: expected table, schema.table or db.schema.table")
+    resolved = []
+    for part in parts:
+        if len(part) >= 2 and part.startswith('"') and part.endswith('"'):
+            resolved.append(part[1:-1].replace('""', '"'))
+        elif _UNQUOTED.match(part):
+            resolved.append(part.upper())
+        else:
+            resolved.append(part)
+    return ".".join(quote_identifier(part) for part in resolved)
+
+
+def snowflake_changes(batch: pa.RecordBatch, primary_key: Sequence[str], origin: str) -> pa.RecordBatch:
+    """A batch of ``CHANGES(INFORMATION => DEFAULT)`` rows in the change vocabulary."""
+    batch = plain_types(batch)
+    actions = text_column(batch, ACTION_COLUMN, origin)
+    check_known(actions, ACTIONS, ACTION_COLUMN, origin)
+    return change_batch(
+        batch,
+        upsert=pc.equal(actions, "INSERT"),
+        position=0,
+        drop=METADATA_COLUMNS,
+        primary_key=primary_key,
+        origin=origin,
+    )
+
+
+def translate_error(err: Exception, table: str, window: str) -> Exception | None:
+    """Snowflake's refusal of a window as one of our named errors, or ``None`` if it is another error."""
+    text = str(err).lower()
+    if any(hint in text for hint in _DISABLED_HINTS):
+        return ChangeTrackingDisabledError(
+            f"Snowflake table {table}: change tracking was off for part of the window {window} the stream "
+            f"needs ({err}). Run ALTER TABLE {table} SET CHANGE_TRACKING = TRUE "
+            "(EnableSnowflakeChangeTrackingOperator), then a full refresh of the stream."
+        )
+    if any(hint in text for hint in _EXPIRED_HINTS):
+        return RetentionExpiredError(
+            f"Snowflake table {table}: the window {window} the stream needs is older than the table's Time "
+            f"Travel retention ({err}). Run a full refresh of the stream, and sync more often than "
+            "DATA_RETENTION_TIME_IN_DAYS."
+        )
+    return None
+
+
+class SnowflakeChangeFeedHook(BaseHook):
+    """Changes of a Snowflake table with change tracking on, read through the ``CHANGES`` clause.
+
+    Connects through the Snowflake provider's :class:`SnowflakeHook`, so the existing Airflow connection
+    is used as it is. Rows come back as Arrow (``fetch_arrow_batches``), never as Python rows.
+
+    :param table: ``table``, ``schema.table`` or ``db.schema.table``; a plain part is upper-cased as Snowflake
+        stores it, a part in double quotes is kept exactly. Templated.
+    :param snowflake_conn_id: the Airflow connection to Snowflake.
+    """
+
+    conn_name_attr = "snowflake_conn_id"
+    default_conn_name = "snowflake_default"
+    conn_type = "snowflake"
+    hook_name = "Snowflake change tracking"
+    template_fields = ("table",)
+
+    def __init__(self, table: str, *, snowflake_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.table = table
+        self.snowflake_conn_id = snowflake_conn_id
+
+    @cached_property
+    def sql_hook(self) -> SnowflakeHook:
+        from airflow.providers.snowflake.hooks.snowflake import SnowflakeHook
+
+        return SnowflakeHook(snowflake_conn_id=self.snowflake_conn_id)
+
+    @property
+    def uri(self) -> str:
+        return f"snowflake://{self.snowflake_conn_id}/{self.table}"
+
+    @property
+    def quoted_table(self) -> str:
+        return snowflake_table_name(self.table)
+
+    def now(self) -> datetime:
+        """Snowflake's clock, the end of the next window."""
+        with self._cursor() as cursor:
+            cursor.execute("SELECT CURRENT_TIMESTAMP()")
+            value = cursor.fetchone()[0]
+        return _aware(value)
+
+    def changes_query(self) -> str:
+        """The ``CHANGES`` query of one window; the bounds are bound as microseconds since the epoch."""
+        return (
+            f"SELECT * FROM {self.quoted_table} CHANGES(INFORMATION => DEFAULT) "
+            "AT(TIMESTAMP => TO_TIMESTAMP_LTZ(%(start_us)s, 6)) END(TIMESTAMP => TO_TIMESTAMP_LTZ(%(end_us)s, 6))"
+        )
+
+    def snapshot_query(self) -> str:
+        """The table as of the first window's end."""
+        return f"SELECT * FROM {self.quoted_table} AT(TIMESTAMP => TO_TIMESTAMP_LTZ(%(end_us)s, 6))"
+
+    def pull(self, cursor: Cursor | None, primary_key: Sequence[str]) -> ChangePull:
+        """Fix the window's end from Snowflake's clock and stream the changes since ``cursor``."""
+        require_primary_key(primary_key, self.table)
+        end = self.now()
+        end_us = _micros(end)
+        end_cursor = {"end": end.isoformat(), "end_us": end_us}
+        if cursor is None:
+            origin = f"Snowflake table {self.table} (as of {end.isoformat()})"
+            pull = ChangePull(batches=iter(()), end_cursor=end_cursor, units_total=1, unit="snapshots")
+            pull.batches = self._read(self.snapshot_query(), {"end_us": end_us}, origin, pull, primary_key, True)
+            pull.names = [origin]
+            return pull
+        start_us = int(cursor["end_us"])
+        if start_us >= end_us:  # Snowflake's clock did not move on: nothing to read
+            return ChangePull(batches=iter(()), end_cursor=dict(cursor), units_total=0, unit="windows")
+        origin = f"Snowflake table {self.table} (changes {cursor['end']} .. {end.isoformat()})"
+        pull = ChangePull(batches=iter(()), end_cursor=end_cursor, units_total=1, unit="windows")
+        params = {"start_us": start_us, "end_us": end_us}
+        pull.batches = self._read(self.changes_query(), params, origin, pull, primary_key, False)
+        pull.names = [origin]
+        return pull
+
+    def _read(
+        self,
+        sql: str,
+        params: dict[str, Any],
+        origin: str,
+        pull: ChangePull,
+        primary_key: Sequence[str],
+        snapshot: bool,
+    ) -> Iterator[pa.RecordBatch]:
+        try:
+            with self._cursor() as cursor:
+                cursor.execute(sql, params)
+                for table in cursor.fetch_arrow_batches():
+                    for batch in table.to_batches():
+                        if not batch.num_rows:
+                            continue
+                        if snapshot:
+                            yield change_batch(
+                                plain_types(batch),
+                                upsert=pa.array([True] * batch.num_rows),
+                                position=0,
+                                drop=(),
+                                primary_key=primary_key,
+                                origin=origin,
+                            )
+                        else:
+                            yield snowflake_changes(batch, primary_key, origin)
+        except Exception as err:
+            translated = translate_error(err, self.table, origin)
+            if translated is None:
+                raise
+            raise translated from err
+        pull.units_done = 1
+
+    @contextlib.contextmanager
+    def _cursor(self) -> Iterator[Any]:
+        conn = self.sql_hook.get_conn()
+        try:
+            cursor = conn.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+        finally:
+            conn.close()
+
+
+def _aware(value: Any) -> datetime:
+    if not isinstance(value, datetime):
+        raise TypeError(f"SELECT CURRENT_TIMESTAMP() returned {value!r}, not a timestamp")
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _micros(moment: datetime) -> int:
+    delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
