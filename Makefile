@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install demo test lint typecheck clean
+.PHONY: install demo test lint typecheck clean servers
 
 install: $(VENV)/.installed
 
@@ -29,8 +29,18 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# Local servers of the integration tests: Azurite from npm (pinned in tests/servers), and Debian's sshd
+# when we are root with apt (cheap, ~8 s); without them those tests skip.
+servers: tests/servers/node_modules/.installed
+	@if [ ! -x /usr/sbin/sshd ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -qq --no-install-recommends openssh-server >/dev/null || echo "openssh-server not installed: its test skips"; fi
+
+tests/servers/node_modules/.installed: tests/servers/package.json tests/servers/package-lock.json
+	cd tests/servers && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 # pytest runs last, so its summary line is the last line printed.
-test: lint typecheck
+test: lint typecheck servers
 	$(BIN)/pytest
 
 clean:

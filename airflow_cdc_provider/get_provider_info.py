@@ -27,11 +27,45 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_cdc_provider.hooks.files",
                     "airflow_cdc_provider.hooks.local",
+                    "airflow_cdc_provider.hooks.remote",
+                    "airflow_cdc_provider.hooks.s3",
+                    "airflow_cdc_provider.hooks.azure_blob",
+                    "airflow_cdc_provider.hooks.wasb",
+                    "airflow_cdc_provider.hooks.landing_zone",
+                    "airflow_cdc_provider.hooks.gcs",
+                    "airflow_cdc_provider.hooks.sftp",
+                    "airflow_cdc_provider.hooks.delta",
+                    "airflow_cdc_provider.hooks.databricks",
+                    "airflow_cdc_provider.hooks.snowflake",
+                    "airflow_cdc_provider.hooks.bigquery",
                 ],
             }
         ],
-        "operators": [{"integration-name": INTEGRATION, "python-modules": ["airflow_cdc_provider.operators.sync"]}],
+        "operators": [
+            {
+                "integration-name": INTEGRATION,
+                "python-modules": ["airflow_cdc_provider.operators.sync", "airflow_cdc_provider.operators.enable"],
+            }
+        ],
+        "sensors": [
+            {"integration-name": INTEGRATION, "python-modules": ["airflow_cdc_provider.sensors.table_version"]},
+            {"integration-name": INTEGRATION, "python-modules": ["airflow_cdc_provider.sensors.files"]},
+        ],
+        "triggers": [
+            {"integration-name": INTEGRATION, "python-modules": ["airflow_cdc_provider.triggers.table_version"]},
+            {"integration-name": INTEGRATION, "python-modules": ["airflow_cdc_provider.triggers.files"]},
+        ],
         "connection-types": [
+            {
+                "connection-type": "cdc_delta",
+                "hook-class-name": "airflow_cdc_provider.hooks.delta.DeltaChangeFeedHook",
+                "hook-name": "Delta table (change data feed)",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["host", "schema", "port", "login", "password"],
+                    "relabeling": {},
+                    "placeholders": {"extra": '{"AWS_REGION": "eu-west-1"}'},
+                },
+            },
             {
                 "connection-type": "cdc_local",
                 "hook-class-name": "airflow_cdc_provider.hooks.local.LocalChangeFeedHook",
@@ -41,6 +75,19 @@ def get_provider_info() -> dict[str, Any]:
                     "relabeling": {},
                     "placeholders": {"extra": '{"path": "/data/landing"}'},
                 },
-            }
+            },
+            {
+                "connection-type": "cdc_landing_zone",
+                "hook-class-name": "airflow_cdc_provider.hooks.landing_zone.LandingZoneChangeFeedHook",
+                "hook-name": "Azure data landing zone (SAS URL)",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "login", "extra"],
+                    "relabeling": {"host": "Container URL (optional)", "password": "SAS URL or SAS token"},
+                    "placeholders": {
+                        "host": "https://<account>.blob.core.windows.net/<container> (only with a bare SAS token)",
+                        "password": "https://<account>.blob.core.windows.net/<container>?sv=...&sig=...",
+                    },
+                },
+            },
         ],
     }

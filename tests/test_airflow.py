@@ -110,4 +110,5 @@ def test_airflow_lists_the_provider_and_its_hooks() -> None:
     assert "airflow-cdc-provider" in providers.stdout
     hooks = subprocess.run([airflow, "providers", "hooks", "-o", "plain"], env=env, capture_output=True, text=True)
     assert hooks.returncode == 0, hooks.stderr
-    assert "airflow_cdc_provider.hooks.local.LocalChangeFeedHook" in hooks.stdout
+    for hook in ("local.LocalChangeFeedHook", "landing_zone.LandingZoneChangeFeedHook", "delta.DeltaChangeFeedHook"):
+        assert f"airflow_cdc_provider.hooks.{hook}" in hooks.stdout

@@ -1,0 +1,47 @@
+"""Listing and downloading change files in an Azure Blob container: shared by wasb.py and landing_zone.py.
+
+Only the blob API is used (no ADLS directory API), so it works on every storage account, hierarchical
+namespace or not, and on Azurite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from azure.core import MatchConditions
+from azure.storage.blob import ContainerClient
+
+from airflow_cdc_provider.hooks.files import ChangeFile
+from airflow_cdc_provider.hooks.remote import join_key, list_prefix, relative_key, utc
+
+# ADLS Gen2 accounts show folders as empty blobs with this metadata.
+_FOLDER_METADATA = "hdi_isfolder"
+
+
+def list_blob_files(container: ContainerClient, prefix: str) -> Iterator[ChangeFile]:
+    """Every blob under ``prefix`` as a change file; a file's identity is its ETag."""
+    for blob in container.list_blobs(name_starts_with=list_prefix(prefix) or None, include=["metadata"]):
+        if (blob.metadata or {}).get(_FOLDER_METADATA) == "true" or blob.name.endswith("/"):
+            continue
+        yield ChangeFile(
+            modified=utc(blob.last_modified),
+            path=relative_key(prefix, blob.name),
+            size=blob.size,
+            identity=str(blob.etag).strip('"'),
+        )
+
+
+def download_blob_file(container: ContainerClient, prefix: str, file: ChangeFile, local_path: str) -> None:
+    """Copy the listed version of ``file`` into ``local_path`` in chunks (the SDK's 4 MiB ranges).
+
+    The ETag condition makes a blob replaced since the listing fail the run (HTTP 412) instead of applying
+    bytes the checkpoint does not record.
+    """
+    downloader = container.download_blob(
+        join_key(prefix, file.path),
+        etag=f'"{file.identity}"',
+        match_condition=MatchConditions.IfNotModified,
+        max_concurrency=1,
+    )
+    with open(local_path, "wb") as out:
+        downloader.readinto(out)

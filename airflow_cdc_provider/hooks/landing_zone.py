@@ -1,0 +1,95 @@
+"""Change files in a data landing zone: an Azure Blob container another team hands over as a SAS URL.
+
+The SAS URL is kept in an Airflow connection of type ``cdc_landing_zone`` (this provider registers it): its
+password field holds the container's SAS URL (``https://<account>.blob.core.windows.net/<container>?sv=...``),
+or the host holds the container URL and the password the SAS token alone. The token is a password in the UI
+and is masked in task logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from functools import cached_property
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from airflow.sdk.log import mask_secret
+from azure.storage.blob import ContainerClient
+
+from airflow_cdc_provider.hooks.azure_blob import download_blob_file, list_blob_files
+from airflow_cdc_provider.hooks.files import ChangeFile
+from airflow_cdc_provider.hooks.remote import RemoteFileChangeFeedHook
+
+
+class LandingZoneSasError(ValueError):
+    """The landing-zone connection does not hold a usable container SAS URL; the message says what to set."""
+
+
+class LandingZoneChangeFeedHook(RemoteFileChangeFeedHook):
+    """Change files in an Azure data landing zone reached with a container SAS URL; identity is the ETag.
+
+    The SAS needs the *read* and *list* permissions on the container.
+
+    :param prefix: the folder-like prefix inside the container holding the change files, searched
+        recursively (``""``: the whole container). Templated.
+    :param landing_zone_conn_id: the Airflow connection of type ``cdc_landing_zone``: password = the container
+        SAS URL, or host = the container URL and password = the SAS token.
+    :param kwargs: passed to :class:`~airflow_cdc_provider.hooks.remote.RemoteFileChangeFeedHook`
+        (``lookback``, ``file_format``, ``download_dir``).
+    """
+
+    conn_name_attr = "landing_zone_conn_id"
+    default_conn_name = "cdc_landing_zone_default"
+    conn_type = "cdc_landing_zone"
+    hook_name = "Azure data landing zone (SAS URL)"
+    template_fields: Sequence[str] = ("prefix",)
+
+    def __init__(
+        self, prefix: str = "", *, landing_zone_conn_id: str = "cdc_landing_zone_default", **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.prefix = prefix
+        self.landing_zone_conn_id = landing_zone_conn_id
+
+    @cached_property
+    def sas_url(self) -> str:
+        """The container SAS URL from the connection; the token is registered with the log masker."""
+        conn = self.get_connection(self.landing_zone_conn_id)
+        secret = (conn.password or "").strip()
+        host = (conn.host or "").strip()
+        if secret.lower().startswith(("https://", "http://")):
+            url = secret
+        elif host and secret:
+            url = f"{host.rstrip('/')}?{secret.lstrip('?')}"
+        else:
+            raise LandingZoneSasError(
+                f"connection {self.landing_zone_conn_id!r} holds no SAS: put the container SAS URL "
+                "(https://<account>.blob.core.windows.net/<container>?sv=...) in its password field"
+            )
+        token = urlsplit(url).query
+        if "sig=" not in token:
+            raise LandingZoneSasError(
+                f"connection {self.landing_zone_conn_id!r}: the SAS URL has no signature (sig=...); "
+                "paste the whole container SAS URL as handed over, query string included"
+            )
+        mask_secret(url)
+        mask_secret(token)
+        for signature in parse_qs(token).get("sig", []):
+            mask_secret(signature)
+        return url
+
+    @cached_property
+    def container_client(self) -> ContainerClient:
+        return ContainerClient.from_container_url(self.sas_url)
+
+    @property
+    def uri(self) -> str:
+        """The container URL without the SAS: stable when the token is rotated, and free of secrets."""
+        parts = urlsplit(self.sas_url)
+        return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/{self.prefix.strip('/')}"
+
+    def list_files(self) -> Iterator[ChangeFile]:
+        return list_blob_files(self.container_client, self.prefix)
+
+    def download(self, file: ChangeFile, local_path: str) -> None:
+        download_blob_file(self.container_client, self.prefix, file, local_path)
