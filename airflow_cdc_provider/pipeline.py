@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol
 import pyarrow as pa
 
 from airflow_cdc_provider.changes import CHANGE_SEQUENCE
+from airflow_cdc_provider.destinations import pushdown
 from airflow_cdc_provider.destinations.base import Destination
 from airflow_cdc_provider.hooks.base import ChangeFeed, ChangePull
 from airflow_cdc_provider.incremental import NewerThan
@@ -96,6 +97,16 @@ def run_sync(
     """Apply the source's changes since the stream's checkpoint to the destination, exactly once."""
     started = time.monotonic()
     summary = SyncSummary(stream_id=spec.stream_id, full_refresh=full_refresh)
+    if spec.mode == "cdc" and pushdown.can_push_down(source, destination):  # same engine: MERGE inside it
+        return pushdown.run_pushed_down(
+            source,  # type: ignore[arg-type]
+            destination,  # type: ignore[arg-type]
+            spec,
+            summary,
+            full_refresh=full_refresh,
+            checkpoint_version=CHECKPOINT_VERSION,
+            logger=logger,
+        )
     with destination.transaction(spec.stream_id) as transaction:
         checkpoint = transaction.read_checkpoint()  # read even for a full refresh: the commit checks it
         if full_refresh:

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pyarrow as pa
 import pytest
+import sqlglot
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout, TaskDeferred
 from deltalake import write_deltalake
+from sqlglot import exp
 
+from airflow_cdc_provider.destinations.bigquery import BigQueryDestination
 from airflow_cdc_provider.destinations.duckdb import DuckDBDestination
+from airflow_cdc_provider.destinations.snowflake import SnowflakeDestination
+from airflow_cdc_provider.hooks.bigquery import BigQueryChangeFeedHook
 from airflow_cdc_provider.hooks.delta import DeltaChangeFeedHook
+from airflow_cdc_provider.hooks.snowflake import SnowflakeChangeFeedHook
 from airflow_cdc_provider.pipeline import SyncSpec, default_stream_id, run_sync
 from airflow_cdc_provider.sensors.table_version import TableVersionSensor
 from airflow_cdc_provider.triggers.table_version import TableVersionTrigger
+from tests.tables_fakes import FakeBigQueryService, FakeSnowflakeService, FakeVendorService
 
 CDF_ON = {"delta.enableChangeDataFeed": "true"}
 
@@ -89,7 +100,7 @@ def test_tables_trigger_timeout_and_permanent_error(tmp_path: Path) -> None:
 
 def test_tables_trigger_polls_through_transient_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _, _, path = _setup(tmp_path)
-    answers = iter([ConnectionError("reset"), 0, 3])
+    answers: Iterator[Exception | int] = iter([ConnectionError("reset"), 0, 3])
 
     def latest(self: DeltaChangeFeedHook) -> int:
         answer = next(answers)
@@ -102,3 +113,69 @@ def test_tables_trigger_polls_through_transient_errors(tmp_path: Path, monkeypat
         "airflow_cdc_provider.hooks.delta.DeltaChangeFeedHook", {"table_uri": path}, after_version=0, poll_interval=0.01
     )
     assert _first_event(trigger) == {"status": "success", "version": 3, "after_version": 0}
+
+
+# -- Snowflake and BigQuery: the version is the table's last modification time (microseconds), faked ------------
+
+SF_T0 = datetime(2024, 6, 5, 15, 29, tzinfo=timezone.utc)
+SF_T0_US = int(SF_T0.timestamp() * 1_000_000)
+
+
+def _applied(end_us: int) -> list[tuple[str]]:
+    return [(json.dumps({"version": 1, "source": {"end": "x", "end_us": end_us}, "high_water": None}),)]
+
+
+def test_tables_sensor_snowflake_last_altered_against_the_window_end() -> None:
+    altered = [SF_T0_US]
+    service = (
+        FakeVendorService()
+        .on("", None)
+        .on("SELECT CHECKPOINT", _applied(SF_T0_US))
+        .on("INFORMATION_SCHEMA.TABLES", lambda sql, params: [(altered[0],)])
+    )
+    source = SnowflakeChangeFeedHook('db.raw."My T"', snowflake_conn_id="sf")
+    destination = SnowflakeDestination("db.mart.t", snowflake_conn_id="sf")
+    source.__dict__["sql_hook"] = FakeSnowflakeService(service)
+    destination.__dict__["sql_hook"] = FakeSnowflakeService(service)
+    sensor = TableVersionSensor(task_id="wait", source=source, destination=destination, deferrable=False)
+    assert not sensor.poke({}).is_done  # last altered at the applied window's end: nothing new
+    altered[0] = SF_T0_US + 1
+    assert sensor.poke({}).xcom_value == {"version": SF_T0_US + 1, "after_version": SF_T0_US}
+    sql, params = next((sql, params) for sql, params in service.sent if "LAST_ALTERED" in sql)
+    parsed = sqlglot.parse_one(sql % {k: repr(v) for k, v in params.items()}, read="snowflake")
+    table = parsed.find(exp.Table)
+    assert table is not None and (table.catalog, table.db, table.name) == ("DB", "INFORMATION_SCHEMA", "TABLES")
+    assert params == {"schema": "RAW", "table": "My T"}  # names bound as values, as Snowflake stores them
+
+    altered[0] = SF_T0_US
+    deferring = TableVersionSensor(task_id="w", source=source, destination=destination, deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        deferring.execute({})
+    assert deferred.value.trigger.serialize()[1]["hook_kwargs"] == {"table": 'db.raw."My T"', "snowflake_conn_id": "sf"}
+    assert deferred.value.trigger.serialize()[1]["after_version"] == SF_T0_US
+
+
+def test_tables_sensor_bigquery_modified_against_the_window_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    modified = [SF_T0 - timedelta(minutes=1)]
+    service = (
+        FakeVendorService()
+        .on("", None)
+        .on("SELECT checkpoint", _applied(SF_T0_US))
+        .on("GET TABLE", lambda sql, params: SimpleNamespace(modified=modified[0]))
+    )
+    source = BigQueryChangeFeedHook("proj.ds.t", gcp_conn_id="gcp")
+    destination = BigQueryDestination("proj.ds.copy", gcp_conn_id="gcp")
+    source.__dict__["bq_hook"] = FakeBigQueryService(service)
+    destination.__dict__["bq_hook"] = FakeBigQueryService(service)
+    sensor = TableVersionSensor(task_id="wait", source=source, destination=destination, deferrable=False)
+    assert not sensor.poke({}).is_done
+    modified[0] = SF_T0 + timedelta(seconds=1)
+    assert sensor.poke({}).xcom_value == {"version": SF_T0_US + 1_000_000, "after_version": SF_T0_US}
+    assert source.trigger_spec() == (
+        "airflow_cdc_provider.hooks.bigquery.BigQueryChangeFeedHook",
+        {"table": "proj.ds.t", "gcp_conn_id": "gcp", "location": None},
+    )
+    answers = iter([SF_T0_US, SF_T0_US + 5])
+    monkeypatch.setattr(BigQueryChangeFeedHook, "latest_version", lambda self: next(answers))
+    trigger = TableVersionTrigger(*source.trigger_spec(), after_version=SF_T0_US, poll_interval=0.01)
+    assert _first_event(trigger) == {"status": "success", "version": SF_T0_US + 5, "after_version": SF_T0_US}

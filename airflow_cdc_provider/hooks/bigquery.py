@@ -19,6 +19,14 @@ The rule, checked against Google's documentation ("Work with change history"; ti
 
 Cursor: ``{"end": <ISO timestamp>, "end_us": <microseconds since the epoch>}``, the exclusive end applied.
 First sync: the table ``FOR SYSTEM_TIME AS OF end`` as upserts; later syncs read ``CHANGES`` from that end.
+
+Push-down (:mod:`airflow_cdc_provider.destinations.pushdown`): :meth:`BigQueryChangeFeedHook.change_query` is the
+same windows' ``CHANGES`` calls joined by ``UNION ALL`` and mapped in SQL exactly as :func:`bigquery_changes`
+maps them, for a :class:`~airflow_cdc_provider.destinations.bigquery.BigQueryDestination` to merge in BigQuery.
+
+Sensor: :meth:`BigQueryChangeFeedHook.latest_version` is the table's last modification time (the table
+resource's ``lastModifiedTime``, ``Table.modified``) in microseconds since the epoch, compared with the cursor's
+``end_us``. It also moves on schema or option changes: the sensor may wake for a window with no change rows.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from airflow.sdk import BaseHook
 
+from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE, DELETE, UPSERT
+from airflow_cdc_provider.destinations.pushdown import ChangeQuery, backquote, snapshot_sql
 from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
 from airflow_cdc_provider.hooks.tables import change_batch, check_known, plain_types, require_primary_key, text_column
@@ -170,8 +180,74 @@ class BigQueryChangeFeedHook(BaseHook):
     def quoted_table(self) -> str:
         return bigquery_table_name(self.table)
 
-    def changes_query(self) -> str:
-        return f"SELECT * FROM CHANGES(TABLE {self.quoted_table}, @window_start, @window_end)"
+    def changes_query(self, start: str = "window_start", end: str = "window_end") -> str:
+        """One window's ``CHANGES`` call; ``start`` and ``end`` name the bound TIMESTAMP parameters."""
+        return f"SELECT * FROM CHANGES(TABLE {self.quoted_table}, @{start}, @{end})"
+
+    def mapped_changes_query(self, count: int) -> str:
+        """``count`` windows' ``CHANGES`` calls in the change vocabulary, mapped in SQL as :func:`bigquery_changes`
+        maps them; the bounds are the parameters ``window_start_<i>`` and ``window_end_<i>``."""
+        calls = " UNION ALL ".join(self.changes_query(f"window_start_{i}", f"window_end_{i}") for i in range(count))
+        upsert = f"{backquote(CHANGE_TYPE_COLUMN)} IN ({', '.join(repr(t) for t in UPSERT_TYPES)})"
+        return (
+            f"SELECT * EXCEPT ({', '.join(backquote(c) for c in METADATA_COLUMNS)}), "
+            f"CASE WHEN {upsert} THEN '{UPSERT}' ELSE '{DELETE}' END AS {backquote(CHANGE_TYPE)}, "
+            f"2 * UNIX_MICROS({backquote(CHANGE_TIMESTAMP_COLUMN)}) + CASE WHEN {upsert} THEN 1 ELSE 0 END "
+            f"AS {backquote(CHANGE_SEQUENCE)} FROM ({calls}) AS vendor_rows"
+        )
+
+    @property
+    def pushdown_engine(self) -> str:
+        return "bigquery"
+
+    def change_query(self, cursor: Cursor | None) -> ChangeQuery:
+        """The changes since ``cursor`` as one BigQuery query, the end fixed now less the safety lag (push-down)."""
+        end = _truncate(self.now() - self.safety_lag)
+        end_cursor: dict[str, Any] = {"end": end.isoformat(), "end_us": _micros(end)}
+        cut = (
+            [] if cursor is None else windows(_EPOCH + timedelta(microseconds=int(cursor["end_us"])), end, self.window)
+        )
+        params: dict[str, Any] = {"window_end": end}
+        if cursor is None:
+            description = f"BigQuery table {self.table} (as of {end.isoformat()})"
+            sql = snapshot_sql(self.snapshot_query(), backquote, sequence=2 * _micros(end))
+        elif not cut:
+            description = f"BigQuery table {self.table}: no time passed since {cursor['end']}"
+            sql, params, end_cursor = "", {}, dict(cursor)
+        else:
+            description = f"BigQuery table {self.table} ({len(cut)} window(s) {cursor['end']} .. {end.isoformat()})"
+            sql, params = self.mapped_changes_query(len(cut)), {}
+            for i, window in enumerate(cut):
+                params[f"window_start_{i}"], params[f"window_end_{i}"] = window.start, window.end
+        return ChangeQuery(
+            engine=self.pushdown_engine,
+            sql=sql,
+            params=params,
+            end_cursor=end_cursor,
+            source_table=self.quoted_table,
+            description=description,
+            empty=not sql,
+            snapshot=cursor is None,
+        )
+
+    def latest_version(self) -> int:
+        """When the table was last modified, in microseconds since the epoch (for sensors)."""
+        table = self._client().get_table(self.table)
+        if table.modified is None:
+            raise RuntimeError(f"BigQuery table {self.table} reports no modification time")
+        return _micros(_truncate(table.modified))
+
+    @staticmethod
+    def cursor_version(cursor: Cursor | None) -> int | None:
+        """The exclusive end of the window a cursor applied (microseconds); ``None`` for a new stream."""
+        return None if cursor is None else int(cursor["end_us"])
+
+    def trigger_spec(self) -> tuple[str, dict[str, Any]]:
+        """How a trigger rebuilds this hook: class path and JSON-safe arguments (no secrets)."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {"table": self.table, "gcp_conn_id": self.gcp_conn_id, "location": self.location},
+        )
 
     def snapshot_query(self) -> str:
         return f"SELECT * FROM {self.quoted_table} FOR SYSTEM_TIME AS OF @window_end"

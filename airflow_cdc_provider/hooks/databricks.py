@@ -14,6 +14,10 @@ HISTORY``, "Use Delta Lake change data feed on Databricks"):
   ``DELTA_MISSING_CHANGE_DATA`` (the feed was off for a version): they become our named errors.
 
 Cursor: ``{"version": <last version applied>}``. First sync: ``SELECT * FROM t VERSION AS OF v`` as upserts.
+
+Push-down (:mod:`airflow_cdc_provider.destinations.pushdown`): :meth:`DatabricksChangeFeedHook.change_query` is
+the same ``table_changes`` call mapped in SQL exactly as :func:`~airflow_cdc_provider.hooks.delta.delta_changes`
+maps it, for a :class:`~airflow_cdc_provider.destinations.databricks.DatabricksDestination` to merge in Databricks.
 """
 
 from __future__ import annotations
@@ -25,9 +29,18 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 from airflow.sdk import BaseHook
 
+from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE, DELETE, UPSERT
+from airflow_cdc_provider.destinations.pushdown import ChangeQuery, backquote, snapshot_sql
 from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
-from airflow_cdc_provider.hooks.delta import delta_changes, snapshot_changes
+from airflow_cdc_provider.hooks.delta import (
+    CHANGE_TYPE_COLUMN,
+    COMMIT_VERSION_COLUMN,
+    METADATA_COLUMNS,
+    UPSERT_TYPES,
+    delta_changes,
+    snapshot_changes,
+)
 from airflow_cdc_provider.hooks.tables import require_primary_key
 
 if TYPE_CHECKING:
@@ -140,6 +153,48 @@ class DatabricksChangeFeedHook(BaseHook):
 
     def snapshot_query(self, version: int) -> str:
         return f"SELECT * FROM {self.quoted_table} VERSION AS OF {int(version)}"
+
+    def mapped_changes_query(self, start: int, end: int) -> str:
+        """:meth:`changes_query` in the change vocabulary, mapped in SQL as ``delta_changes`` maps it."""
+        upsert = f"UPPER({backquote(CHANGE_TYPE_COLUMN)}) IN ({', '.join(repr(t) for t in UPSERT_TYPES)})"
+        return (
+            f"SELECT * EXCEPT ({', '.join(backquote(c) for c in METADATA_COLUMNS)}), "
+            f"CASE WHEN {upsert} THEN '{UPSERT}' ELSE '{DELETE}' END AS {backquote(CHANGE_TYPE)}, "
+            f"2 * {backquote(COMMIT_VERSION_COLUMN)} + CASE WHEN {upsert} THEN 1 ELSE 0 END "
+            f"AS {backquote(CHANGE_SEQUENCE)} FROM ({self.changes_query(start, end)}) AS vendor_rows"
+        )
+
+    @property
+    def pushdown_engine(self) -> str:
+        return "databricks"
+
+    def change_query(self, cursor: Cursor | None) -> ChangeQuery:
+        """The changes since ``cursor`` as one Databricks query, the latest version fixed now (push-down)."""
+        end = self.latest_version()
+        start = end if cursor is None else int(cursor["version"]) + 1
+        if start > end + 1:
+            raise RetentionExpiredError(
+                f"Databricks table {self.table} is at version {end}, older than the stream's cursor (version "
+                f"{start - 1}): it was replaced. Run a full refresh of the stream."
+            )
+        if cursor is None:
+            description = f"Databricks table {self.table} (snapshot at version {end})"
+            sql = snapshot_sql(self.snapshot_query(end), backquote, sequence=2 * end + 1)
+        elif start > end:
+            description, sql = f"Databricks table {self.table}: no version after {end}", ""
+        else:
+            description = f"Databricks table {self.table} (versions {start}..{end})"
+            sql = self.mapped_changes_query(start, end)
+        return ChangeQuery(
+            engine=self.pushdown_engine,
+            sql=sql,
+            params={},
+            end_cursor={"version": end},
+            source_table=self.quoted_table,
+            description=description,
+            empty=not sql,
+            snapshot=cursor is None,
+        )
 
     def latest_version(self) -> int:
         """The table's latest version, from its history."""

@@ -21,6 +21,16 @@ The rule, checked against Snowflake's documentation (``CHANGES`` clause, "Introd
 The window's end is fixed when the pull starts, from Snowflake's own clock (``SELECT CURRENT_TIMESTAMP()``),
 so the worker's clock never matters. Cursor: ``{"end": <ISO timestamp>, "end_us": <microseconds since epoch>}``.
 First sync: the table ``AT(TIMESTAMP => end)`` as upserts; later syncs read ``CHANGES`` from that end.
+
+Push-down (:mod:`airflow_cdc_provider.destinations.pushdown`): :meth:`SnowflakeChangeFeedHook.change_query`
+hands the same ``CHANGES`` (or snapshot) query, wrapped in SQL that maps ``METADATA$ACTION`` exactly as
+:func:`snowflake_changes` does, to a :class:`~airflow_cdc_provider.destinations.snowflake.SnowflakeDestination`,
+which merges it inside Snowflake.
+
+Sensor: :meth:`SnowflakeChangeFeedHook.latest_version` is the table's ``LAST_ALTERED`` (``INFORMATION_SCHEMA.TABLES``,
+microseconds since the epoch), compared with the cursor's ``end_us``. ``LAST_ALTERED`` also moves on DDL and
+background maintenance, so the sensor may wake for a window without changes (the sync then applies nothing); it
+never misses a DML change.
 """
 
 from __future__ import annotations
@@ -36,6 +46,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from airflow.sdk import BaseHook
 
+from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE, DELETE, UPSERT
+from airflow_cdc_provider.destinations.pushdown import ChangeQuery, snapshot_sql
 from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
 from airflow_cdc_provider.hooks.tables import change_batch, check_known, plain_types, require_primary_key, text_column
@@ -161,6 +173,82 @@ class SnowflakeChangeFeedHook(BaseHook):
     def snapshot_query(self) -> str:
         """The table as of the first window's end."""
         return f"SELECT * FROM {self.quoted_table} AT(TIMESTAMP => TO_TIMESTAMP_LTZ(%(end_us)s, 6))"
+
+    def mapped_changes_query(self) -> str:
+        """:meth:`changes_query` in the change vocabulary, mapped in SQL as :func:`snowflake_changes` maps it."""
+        action = quote_identifier(ACTION_COLUMN)
+        upsert = f"{action} = 'INSERT'"
+        return (
+            f"SELECT * EXCLUDE ({', '.join(quote_identifier(c) for c in METADATA_COLUMNS)}), "
+            f"CASE WHEN {upsert} THEN '{UPSERT}' ELSE '{DELETE}' END AS {quote_identifier(CHANGE_TYPE)}, "
+            f"CASE WHEN {upsert} THEN 1 ELSE 0 END AS {quote_identifier(CHANGE_SEQUENCE)} "
+            f"FROM ({self.changes_query()}) AS vendor_rows"
+        )
+
+    @property
+    def pushdown_engine(self) -> str:
+        return "snowflake"
+
+    def change_query(self, cursor: Cursor | None) -> ChangeQuery:
+        """The changes since ``cursor`` as one Snowflake query, the window's end fixed now (push-down)."""
+        end = self.now()
+        end_us = _micros(end)
+        end_cursor = {"end": end.isoformat(), "end_us": end_us}
+        sql, params, empty = self.mapped_changes_query(), {"end_us": end_us}, False
+        if cursor is None:
+            description = f"Snowflake table {self.table} (as of {end.isoformat()})"
+            sql = snapshot_sql(self.snapshot_query(), quote_identifier)
+        elif int(cursor["end_us"]) >= end_us:  # Snowflake's clock did not move on: nothing to read
+            description = f"Snowflake table {self.table}: no time passed since {cursor['end']}"
+            sql, params, empty, end_cursor = "", {}, True, dict(cursor)
+        else:
+            description = f"Snowflake table {self.table} (changes {cursor['end']} .. {end.isoformat()})"
+            params["start_us"] = int(cursor["end_us"])
+        return ChangeQuery(
+            engine=self.pushdown_engine,
+            sql=sql,
+            params=params,
+            end_cursor=end_cursor,
+            source_table=self.quoted_table,
+            description=description,
+            empty=empty,
+            snapshot=cursor is None,
+        )
+
+    def last_altered_query(self) -> str:
+        """``LAST_ALTERED`` of the table, as microseconds since the epoch, from its database's information schema."""
+        parts = self.quoted_table.split(".")
+        schema_filter = "TABLE_SCHEMA = %(schema)s" if len(parts) >= 2 else "TABLE_SCHEMA = CURRENT_SCHEMA()"
+        database = f"{parts[0]}." if len(parts) == 3 else ""
+        return (
+            "SELECT DATE_PART(EPOCH_MICROSECOND, LAST_ALTERED) FROM "
+            f"{database}INFORMATION_SCHEMA.TABLES WHERE {schema_filter} AND TABLE_NAME = %(table)s"
+        )
+
+    def latest_version(self) -> int:
+        """When the table last changed (``LAST_ALTERED``), in microseconds since the epoch (for sensors)."""
+        names = [part[1:-1].replace('""', '"') for part in self.quoted_table.split(".")]
+        params = {"table": names[-1]}
+        if len(names) >= 2:
+            params["schema"] = names[-2]
+        with self._cursor() as cursor:
+            cursor.execute(self.last_altered_query(), params)
+            row = cursor.fetchone()
+        if row is None or row[0] is None:
+            raise RuntimeError(f"Snowflake table {self.table} was not found in INFORMATION_SCHEMA.TABLES")
+        return int(row[0])
+
+    @staticmethod
+    def cursor_version(cursor: Cursor | None) -> int | None:
+        """The end of the window a cursor applied, in microseconds since the epoch; ``None`` for a new stream."""
+        return None if cursor is None else int(cursor["end_us"])
+
+    def trigger_spec(self) -> tuple[str, dict[str, Any]]:
+        """How a trigger rebuilds this hook: class path and JSON-safe arguments (no secrets)."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {"table": self.table, "snowflake_conn_id": self.snowflake_conn_id},
+        )
 
     def pull(self, cursor: Cursor | None, primary_key: Sequence[str]) -> ChangePull:
         """Fix the window's end from Snowflake's clock and stream the changes since ``cursor``."""

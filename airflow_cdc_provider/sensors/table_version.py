@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 
 class VersionedTableFeed(ChangeFeed, Protocol):
-    """A table feed with versions: :class:`DeltaChangeFeedHook`, :class:`DatabricksChangeFeedHook`."""
+    """A table feed with a comparable position: a Delta / Databricks version, or for Snowflake and BigQuery the
+    table's last modification time in microseconds since the epoch (compared with the cursor's window end)."""
 
     def latest_version(self) -> int: ...
 
@@ -32,10 +33,15 @@ class VersionedTableFeed(ChangeFeed, Protocol):
 class TableVersionSensor(BaseSensorOperator):
     """Succeed when the source table has a version newer than the stream's checkpoint in the destination.
 
+    The version is whatever the hook's ``latest_version()`` reports: the Delta version (Delta, Databricks), or the
+    table's last modification time in microseconds (Snowflake ``LAST_ALTERED``, BigQuery ``Table.modified``),
+    compared with the end of the window the stream applied (``cursor_version``).
+
     The checkpoint is read once, when the sensor starts; the table's version is polled. Returns
     ``{"version": <latest>, "after_version": <applied>}`` (``after_version`` is ``-1`` for a new stream).
 
-    :param source: the table feed, e.g. ``DeltaChangeFeedHook(table_uri)`` or ``DatabricksChangeFeedHook(table)``.
+    :param source: the table feed, e.g. ``DeltaChangeFeedHook(table_uri)``, ``DatabricksChangeFeedHook(table)``,
+        ``SnowflakeChangeFeedHook(table)`` or ``BigQueryChangeFeedHook(table)``.
     :param destination: the destination the sync writes, where the stream's checkpoint lives.
     :param stream_id: the stream; by default the sync operator's default for the same source and destination.
     :param deferrable: wait in the triggerer instead of a worker slot (default: ``[operators] default_deferrable``).

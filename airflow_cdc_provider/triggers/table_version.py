@@ -20,7 +20,9 @@ def build_hook(hook_class: str, hook_kwargs: dict[str, Any]) -> Any:
 
 
 class TableVersionTrigger(BaseTrigger):
-    """Poll a versioned table (Delta in storage, Databricks) until its latest version passes ``after_version``.
+    """Poll a table (Delta, Databricks, Snowflake, BigQuery) until its latest version passes ``after_version``.
+
+    For Snowflake and BigQuery the "version" is the table's last modification time in microseconds since the epoch.
 
     Events: ``{"status": "success", "version": v, "after_version": a}``; ``{"status": "timeout", ...}`` when
     ``timeout`` seconds passed; ``{"status": "error", "message": ...}`` on an error that is not transient.
