@@ -24,6 +24,7 @@ from airflow_cdc_provider.hooks.delta import DeltaChangeFeedHook
 from airflow_cdc_provider.hooks.snowflake import SnowflakeChangeFeedHook
 from airflow_cdc_provider.pipeline import SyncSpec, default_stream_id, run_sync
 from airflow_cdc_provider.sensors.table_version import TableVersionSensor
+from airflow_cdc_provider.triggers.spec import describe
 from airflow_cdc_provider.triggers.table_version import TableVersionTrigger
 from tests.tables_fakes import FakeBigQueryService, FakeSnowflakeService, FakeVendorService
 
@@ -70,8 +71,7 @@ def test_tables_sensor_defers_and_trigger_fires_on_new_version(tmp_path: Path) -
     assert trigger.serialize() == (
         "airflow_cdc_provider.triggers.table_version.TableVersionTrigger",
         {
-            "hook_class": "airflow_cdc_provider.hooks.delta.DeltaChangeFeedHook",
-            "hook_kwargs": {"table_uri": path, "delta_conn_id": None},
+            "source": {"class": "airflow_cdc_provider.hooks.delta.DeltaChangeFeedHook", "kwargs": {"table_uri": path}},
             "after_version": 0,
             "poll_interval": 0.05,
             "timeout": 30.0,
@@ -85,11 +85,11 @@ def test_tables_sensor_defers_and_trigger_fires_on_new_version(tmp_path: Path) -
 
 def test_tables_trigger_timeout_and_permanent_error(tmp_path: Path) -> None:
     _, _, path = _setup(tmp_path)
-    spec = ("airflow_cdc_provider.hooks.delta.DeltaChangeFeedHook", {"table_uri": path})
-    timeout = _first_event(TableVersionTrigger(*spec, after_version=5, poll_interval=0.01, timeout=0.05))
+    spec = {"class": "airflow_cdc_provider.hooks.delta.DeltaChangeFeedHook", "kwargs": {"table_uri": path}}
+    timeout = _first_event(TableVersionTrigger(spec, after_version=5, poll_interval=0.01, timeout=0.05))
     assert timeout == {"status": "timeout", "after_version": 5}
-    missing = (spec[0], {"table_uri": str(tmp_path / "missing")})
-    error = _first_event(TableVersionTrigger(*missing, after_version=0, poll_interval=0.01))
+    missing = {"class": spec["class"], "kwargs": {"table_uri": str(tmp_path / "missing")}}
+    error = _first_event(TableVersionTrigger(missing, after_version=0, poll_interval=0.01))
     assert error["status"] == "error" and "missing" in error["message"]
     sensor = TableVersionSensor(task_id="w", source=DeltaChangeFeedHook(path), destination=DuckDBDestination("x", "t"))
     with pytest.raises(AirflowSensorTimeout):
@@ -109,9 +109,7 @@ def test_tables_trigger_polls_through_transient_errors(tmp_path: Path, monkeypat
         return answer
 
     monkeypatch.setattr(DeltaChangeFeedHook, "latest_version", latest)
-    trigger = TableVersionTrigger(
-        "airflow_cdc_provider.hooks.delta.DeltaChangeFeedHook", {"table_uri": path}, after_version=0, poll_interval=0.01
-    )
+    trigger = TableVersionTrigger(describe(DeltaChangeFeedHook(path)), after_version=0, poll_interval=0.01)
     assert _first_event(trigger) == {"status": "success", "version": 3, "after_version": 0}
 
 
@@ -151,7 +149,10 @@ def test_tables_sensor_snowflake_last_altered_against_the_window_end() -> None:
     deferring = TableVersionSensor(task_id="w", source=source, destination=destination, deferrable=True)
     with pytest.raises(TaskDeferred) as deferred:
         deferring.execute({})
-    assert deferred.value.trigger.serialize()[1]["hook_kwargs"] == {"table": 'db.raw."My T"', "snowflake_conn_id": "sf"}
+    assert deferred.value.trigger.serialize()[1]["source"]["kwargs"] == {
+        "table": 'db.raw."My T"',
+        "snowflake_conn_id": "sf",
+    }
     assert deferred.value.trigger.serialize()[1]["after_version"] == SF_T0_US
 
 
@@ -171,11 +172,11 @@ def test_tables_sensor_bigquery_modified_against_the_window_end(monkeypatch: pyt
     assert not sensor.poke({}).is_done
     modified[0] = SF_T0 + timedelta(seconds=1)
     assert sensor.poke({}).xcom_value == {"version": SF_T0_US + 1_000_000, "after_version": SF_T0_US}
-    assert source.trigger_spec() == (
-        "airflow_cdc_provider.hooks.bigquery.BigQueryChangeFeedHook",
-        {"table": "proj.ds.t", "gcp_conn_id": "gcp", "location": None},
-    )
+    assert describe(source) == {
+        "class": "airflow_cdc_provider.hooks.bigquery.BigQueryChangeFeedHook",
+        "kwargs": {"table": "proj.ds.t", "gcp_conn_id": "gcp"},
+    }
     answers = iter([SF_T0_US, SF_T0_US + 5])
     monkeypatch.setattr(BigQueryChangeFeedHook, "latest_version", lambda self: next(answers))
-    trigger = TableVersionTrigger(*source.trigger_spec(), after_version=SF_T0_US, poll_interval=0.01)
+    trigger = TableVersionTrigger(describe(source), after_version=SF_T0_US, poll_interval=0.01)
     assert _first_event(trigger) == {"status": "success", "version": SF_T0_US + 5, "after_version": SF_T0_US}

@@ -242,13 +242,6 @@ class BigQueryChangeFeedHook(BaseHook):
         """The exclusive end of the window a cursor applied (microseconds); ``None`` for a new stream."""
         return None if cursor is None else int(cursor["end_us"])
 
-    def trigger_spec(self) -> tuple[str, dict[str, Any]]:
-        """How a trigger rebuilds this hook: class path and JSON-safe arguments (no secrets)."""
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {"table": self.table, "gcp_conn_id": self.gcp_conn_id, "location": self.location},
-        )
-
     def snapshot_query(self) -> str:
         return f"SELECT * FROM {self.quoted_table} FOR SYSTEM_TIME AS OF @window_end"
 

@@ -213,17 +213,6 @@ class DatabricksChangeFeedHook(BaseHook):
     def cursor_version(cursor: Cursor | None) -> int | None:
         return None if cursor is None else int(cursor["version"])
 
-    def trigger_spec(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "table": self.table,
-                "databricks_conn_id": self.databricks_conn_id,
-                "http_path": self.http_path,
-                "sql_endpoint_name": self.sql_endpoint_name,
-            },
-        )
-
     def pull(self, cursor: Cursor | None, primary_key: Sequence[str]) -> ChangePull:
         """Fix the latest version and stream ``table_changes`` from the version after ``cursor`` to it."""
         require_primary_key(primary_key, f"Databricks table {self.table}")

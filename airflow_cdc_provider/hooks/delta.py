@@ -158,13 +158,6 @@ class DeltaChangeFeedHook(BaseHook):
         """The last version a cursor applied, ``None`` for a new stream."""
         return None if cursor is None else int(cursor["version"])
 
-    def trigger_spec(self) -> tuple[str, dict[str, Any]]:
-        """How a trigger rebuilds this hook: class path and JSON-safe arguments (no secrets)."""
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {"table_uri": self.table_uri, "delta_conn_id": self.delta_conn_id},
-        )
-
     def pull(self, cursor: Cursor | None, primary_key: Sequence[str]) -> ChangePull:
         """Fix the latest version, check the feed covers the range after ``cursor``, and stream it."""
         require_primary_key(primary_key, self.table_uri)

@@ -243,13 +243,6 @@ class SnowflakeChangeFeedHook(BaseHook):
         """The end of the window a cursor applied, in microseconds since the epoch; ``None`` for a new stream."""
         return None if cursor is None else int(cursor["end_us"])
 
-    def trigger_spec(self) -> tuple[str, dict[str, Any]]:
-        """How a trigger rebuilds this hook: class path and JSON-safe arguments (no secrets)."""
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {"table": self.table, "snowflake_conn_id": self.snowflake_conn_id},
-        )
-
     def pull(self, cursor: Cursor | None, primary_key: Sequence[str]) -> ChangePull:
         """Fix the window's end from Snowflake's clock and stream the changes since ``cursor``."""
         require_primary_key(primary_key, self.table)

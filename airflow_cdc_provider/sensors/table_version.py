@@ -13,6 +13,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 from airflow_cdc_provider.destinations.base import Destination
 from airflow_cdc_provider.hooks.base import ChangeFeed, Cursor
 from airflow_cdc_provider.pipeline import default_stream_id
+from airflow_cdc_provider.triggers.spec import describe
 from airflow_cdc_provider.triggers.table_version import TableVersionTrigger
 
 if TYPE_CHECKING:
@@ -26,8 +27,6 @@ class VersionedTableFeed(ChangeFeed, Protocol):
     def latest_version(self) -> int: ...
 
     def cursor_version(self, cursor: Cursor | None) -> int | None: ...
-
-    def trigger_spec(self) -> tuple[str, dict[str, Any]]: ...
 
 
 class TableVersionSensor(BaseSensorOperator):
@@ -89,12 +88,10 @@ class TableVersionSensor(BaseSensorOperator):
         if first.is_done:
             return first.xcom_value
         state: dict[str, int] = first.xcom_value or {}
-        hook_class, hook_kwargs = self.source.trigger_spec()
         timeout = None if self.timeout is None else float(timedelta(seconds=self.timeout).total_seconds())
         self.defer(
             trigger=TableVersionTrigger(
-                hook_class=hook_class,
-                hook_kwargs=hook_kwargs,
+                source=describe(self.source),
                 after_version=state["after_version"],
                 poll_interval=self.poll_interval,
                 timeout=timeout,

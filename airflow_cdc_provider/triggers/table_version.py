@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_cdc_provider.triggers.spec import Spec, rebuild
+
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, asyncio.TimeoutError)
-
-
-def build_hook(hook_class: str, hook_kwargs: dict[str, Any]) -> Any:
-    """The hook a sensor described with ``hook.trigger_spec()``."""
-    module_name, _, class_name = hook_class.rpartition(".")
-    return getattr(importlib.import_module(module_name), class_name)(**hook_kwargs)
 
 
 class TableVersionTrigger(BaseTrigger):
@@ -28,8 +23,7 @@ class TableVersionTrigger(BaseTrigger):
     ``timeout`` seconds passed; ``{"status": "error", "message": ...}`` on an error that is not transient.
     Transient errors (connection lost, time-outs) are logged and polled through.
 
-    :param hook_class: the source hook's class path, from ``hook.trigger_spec()``.
-    :param hook_kwargs: its JSON-safe constructor arguments (connection ids, never secrets).
+    :param source: the table feed, as :func:`~airflow_cdc_provider.triggers.spec.describe` gives it.
     :param after_version: the version the stream has applied (``-1`` for a new stream).
     :param poll_interval: seconds between polls.
     :param timeout: seconds after which the trigger gives up with a timeout event; ``None`` waits forever.
@@ -37,15 +31,13 @@ class TableVersionTrigger(BaseTrigger):
 
     def __init__(
         self,
-        hook_class: str,
-        hook_kwargs: dict[str, Any],
+        source: Spec,
         after_version: int,
         poll_interval: float = 60.0,
         timeout: float | None = None,
     ) -> None:
         super().__init__()
-        self.hook_class = hook_class
-        self.hook_kwargs = hook_kwargs
+        self.source = source
         self.after_version = after_version
         self.poll_interval = poll_interval
         self.timeout = timeout
@@ -54,8 +46,7 @@ class TableVersionTrigger(BaseTrigger):
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
-                "hook_class": self.hook_class,
-                "hook_kwargs": self.hook_kwargs,
+                "source": self.source,
                 "after_version": self.after_version,
                 "poll_interval": self.poll_interval,
                 "timeout": self.timeout,
@@ -64,12 +55,12 @@ class TableVersionTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        hook = build_hook(self.hook_class, self.hook_kwargs)
+        hook = rebuild(self.source)
         while True:
             try:
                 version = int(await asyncio.to_thread(hook.latest_version))
             except TRANSIENT_ERRORS as err:
-                self.log.warning("Polling %s failed, will retry: %s", self.hook_class, err)
+                self.log.warning("Polling %s failed, will retry: %s", self.source["class"], err)
             except Exception as err:
                 yield TriggerEvent({"status": "error", "message": f"{type(err).__name__}: {err}"})
                 return
