@@ -29,11 +29,15 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-# Local servers of the integration tests: Azurite from npm (pinned in tests/servers), and Debian's sshd
-# when we are root with apt (cheap, ~8 s); without them those tests skip.
+# Local servers of the integration tests: Azurite from npm (pinned in tests/servers); Debian's sshd and
+# PostgreSQL 15, installed with apt when missing and we are root (without them, those tests skip).
+APT_PACKAGES := $(if $(wildcard /usr/sbin/sshd),,openssh-server) \
+	$(if $(wildcard /usr/lib/postgresql/15/bin/initdb),,postgresql)
+
 servers: tests/servers/node_modules/.installed
-	@if [ ! -x /usr/sbin/sshd ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get install -y -qq --no-install-recommends openssh-server >/dev/null || echo "openssh-server not installed: its test skips"; fi
+	@if [ -n "$(strip $(APT_PACKAGES))" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $(strip $(APT_PACKAGES)) >/dev/null \
+		|| echo "could not install $(strip $(APT_PACKAGES)): their tests skip"; fi
 
 tests/servers/node_modules/.installed: tests/servers/package.json tests/servers/package-lock.json
 	cd tests/servers && npm ci --no-audit --no-fund --loglevel=error

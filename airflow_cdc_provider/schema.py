@@ -3,16 +3,29 @@
 Written once for every destination. A new column is added; a type of the same family that the
 destination can hold without loss (int32 -> int64, int -> double, second -> microsecond timestamps)
 is widened; a column that is null throughout the batch fits anything; anything else fails and names
-the column and both types.
+the column and both types. Where the user allows it (``allow_string``), any column also widens to a string.
+
+Each destination takes ``on_schema_change``: ``"add_columns"`` (the default) applies the additions and
+widenings above; ``"fail"`` refuses any change to an existing table, naming the column and its types.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import pyarrow as pa
 
 from airflow_cdc_provider.exceptions import SchemaChangeError
+
+OnSchemaChange = Literal["add_columns", "fail"]
+
+
+def check_on_schema_change(value: str) -> OnSchemaChange:
+    """Validate a destination's ``on_schema_change`` option (no I/O: constructors call it)."""
+    if value not in get_args(OnSchemaChange):
+        raise ValueError(f"on_schema_change must be 'add_columns' or 'fail', not {value!r}")
+    return value  # type: ignore[return-value]
 
 
 @dataclass
@@ -30,8 +43,22 @@ class SchemaChanges:
         return bool(self.added or self.widened)
 
 
-def reconcile(existing: pa.Schema, incoming: pa.Schema, origin: str) -> SchemaChanges:
-    """Compare the destination's schema with a batch's, raising ``SchemaChangeError`` on a lossy change."""
+def reconcile(
+    existing: pa.Schema,
+    incoming: pa.Schema,
+    origin: str,
+    *,
+    allow_string: bool = False,
+    on_schema_change: OnSchemaChange = "add_columns",
+) -> SchemaChanges:
+    """Compare the destination's schema with a batch's, raising ``SchemaChangeError`` on a lossy change.
+
+    :param existing: the destination's columns.
+    :param incoming: the batch's columns.
+    :param origin: what the batch came from (a file, a table), named in errors.
+    :param allow_string: any type also widens to a string.
+    :param on_schema_change: ``"fail"`` refuses any addition or widening, naming the column and types.
+    """
     changes = SchemaChanges()
     for new in incoming:
         index = existing.get_field_index(new.name)
@@ -39,7 +66,7 @@ def reconcile(existing: pa.Schema, incoming: pa.Schema, origin: str) -> SchemaCh
             changes.added.append(new)
             continue
         old = existing.field(index)
-        target = widened_type(old.type, new.type)
+        target = widened_type(old.type, new.type, allow_string=allow_string)
         if target is None:
             raise SchemaChangeError(
                 f"{origin}: column {new.name!r} has type {new.type} where the destination holds {old.type}; "
@@ -47,11 +74,24 @@ def reconcile(existing: pa.Schema, incoming: pa.Schema, origin: str) -> SchemaCh
             )
         if not target.equals(old.type):
             changes.widened.append(pa.field(new.name, target))
+    if on_schema_change == "fail" and changes:
+        described = [f"column {f.name!r} is new ({f.type})" for f in changes.added] + [
+            f"column {f.name!r} has type {incoming.field(f.name).type} where the destination holds "
+            f"{existing.field(f.name).type} (it would widen to {f.type})"
+            for f in changes.widened
+        ]
+        raise SchemaChangeError(
+            f"{origin}: the schema changed and on_schema_change='fail': {'; '.join(described)}. "
+            "Change the table yourself, or set on_schema_change='add_columns'"
+        )
     return changes
 
 
-def widened_type(old: pa.DataType, new: pa.DataType) -> pa.DataType | None:
-    """The type that holds both ``old`` and ``new`` values without loss, or ``None`` if there is none."""
+def widened_type(old: pa.DataType, new: pa.DataType, *, allow_string: bool = False) -> pa.DataType | None:
+    """The type that holds both ``old`` and ``new`` values without loss, or ``None`` if there is none.
+
+    With ``allow_string``, a text column takes any type, and any column widens to a string for text.
+    """
     if old.equals(new) or pa.types.is_null(new):
         return old
     if pa.types.is_null(old):
@@ -68,6 +108,10 @@ def widened_type(old: pa.DataType, new: pa.DataType) -> pa.DataType | None:
         return old if _UNITS.index(old.unit) >= _UNITS.index(new.unit) else new
     if pa.types.is_date(old) and pa.types.is_date(new):
         return old
+    if allow_string and _is_text(old):
+        return old
+    if allow_string and _is_text(new):
+        return pa.string()
     return None
 
 

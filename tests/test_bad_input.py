@@ -1,17 +1,18 @@
-"""Bad input of every class: a named error that names the file (and row), and nothing applied."""
+"""Bad input of every class: a named error that names the file (and row), and nothing applied, on every
+destination (DuckDB, PostgreSQL, Delta)."""
 
 from __future__ import annotations
 
 import gzip
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_cdc_provider.destinations.duckdb import DuckDBDestination
+from airflow_cdc_provider.destinations.base import Destination
 from airflow_cdc_provider.exceptions import (
     BadChangeFileError,
     EmptyChangeFileError,
@@ -22,6 +23,11 @@ from airflow_cdc_provider.exceptions import (
 )
 from airflow_cdc_provider.hooks.local import LocalChangeFeedHook
 from airflow_cdc_provider.pipeline import SyncSpec, run_sync
+
+if TYPE_CHECKING:
+    from tests.destinations import Target
+
+pytest_plugins = ("tests.destinations",)  # the `target` fixture
 
 GOOD = "id,name,_change_request_type\n1,ada,u\n2,grace,u\n"
 
@@ -71,25 +77,21 @@ BAD_FILES = {
 }
 
 
-def _table_and_checkpoint(database: Path) -> tuple[list[tuple], list[tuple]]:
-    with duckdb.connect(str(database), read_only=True) as con:
-        return (
-            con.execute("SELECT * FROM t ORDER BY id").fetchall(),
-            con.execute("SELECT stream_id, checkpoint FROM _cdc_checkpoints").fetchall(),
-        )
+def _table_and_checkpoint(target: Target, destination: Destination) -> tuple[Any, Any]:
+    return target.read("t"), destination.read_checkpoint("s")
 
 
 @pytest.mark.parametrize("case", BAD_FILES, ids=list(BAD_FILES))
-def test_bad_file_is_named_and_nothing_is_applied(tmp_path: Path, case: str) -> None:
+def test_bad_file_is_named_and_nothing_is_applied(tmp_path: Path, target: Target, case: str) -> None:
     name, content, error, fragments = BAD_FILES[case]
     landing = tmp_path / "landing"
     landing.mkdir()
     source = LocalChangeFeedHook(str(landing))
-    destination = DuckDBDestination(str(tmp_path / "db.duckdb"), "t")
+    destination = target.destination("t")
     spec = SyncSpec("s", ("id",))
     _write(landing, "001.csv", GOOD, age=0)
     run_sync(source, destination, spec)
-    before = _table_and_checkpoint(tmp_path / "db.duckdb")
+    before = _table_and_checkpoint(target, destination)
 
     # A good file before the bad one in the same run: all-or-nothing, so it must not land either.
     _write(landing, "002.csv", "id,name,_change_request_type\n1,,d\n", age=1)
@@ -100,8 +102,8 @@ def test_bad_file_is_named_and_nothing_is_applied(tmp_path: Path, case: str) -> 
     message = str(raised.value)
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} not in {message!r}"
-    assert _table_and_checkpoint(tmp_path / "db.duckdb") == before
+    assert _table_and_checkpoint(target, destination) == before
 
     (landing / name).unlink()  # the remedy: remove the bad file; the good one then applies
     run_sync(source, destination, spec)
-    assert _table_and_checkpoint(tmp_path / "db.duckdb")[0] == [(2, "grace")]
+    assert target.read("t")[1] == {2: {"id": 2, "name": "grace"}}

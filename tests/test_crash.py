@@ -1,5 +1,5 @@
 """Crash safety: a sync killed with SIGKILL at any stage leaves the destination as before or as after,
-never in between, and the retry applies every file exactly once (DESIGN §3).
+never in between, and the retry applies every file exactly once (DESIGN §3). Run on every destination.
 
 The sync runs in a child process; the child's script wraps the package's methods (in the child only) to
 kill itself at one stage. The parent then checks the destination, retries, and compares the table, the
@@ -8,22 +8,27 @@ counts and the checkpoint with a reference destination that synced the same file
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_cdc_provider.destinations.duckdb import DuckDBDestination
 from airflow_cdc_provider.hooks.local import LocalChangeFeedHook
 from airflow_cdc_provider.pipeline import SyncSpec, SyncSummary, run_sync
-from tests.changefiles import read_table, write_change_file
+from tests.changefiles import write_change_file
 
 pytestmark = pytest.mark.slow
+if TYPE_CHECKING:
+    from tests.destinations import Target, Targets
+
+pytest_plugins = ("tests.destinations",)  # the `targets` fixture
+REPO = Path(__file__).resolve().parents[1]
 
 TABLE = "items"
 SPEC = SyncSpec("crash", primary_key=("id",), mode="cdc")
@@ -63,14 +68,15 @@ BEFORE_COMMIT = ("listed", "staging", "before_commit", "committing")
 STAGES = (*BEFORE_COMMIT, "after_commit")
 
 CHILD = """
-import os, signal, sys
+import json, os, signal, sys
 
-from airflow_cdc_provider.destinations.duckdb import DuckDBDestination, DuckDBTransaction
 from airflow_cdc_provider.hooks.files import FileChangeFeedHook
 from airflow_cdc_provider.hooks.local import LocalChangeFeedHook
 from airflow_cdc_provider.pipeline import SyncSpec, run_sync
+from tests.destinations import build_destination, install_crash
 
-feed, database, stage = sys.argv[1:]
+feed, recipe, stage = sys.argv[1:]
+recipe = json.loads(recipe)
 
 
 def die():
@@ -79,25 +85,11 @@ def die():
 
 
 def die_after_first(batches):
-    yield next(batches)  # DuckDB asks for the next batch only once it holds this one
+    yield next(batches)  # the destination asks for the next batch only once it holds this one
     die()
 
 
-class KillOnCommitStatement:
-    # Stands in for the DuckDB connection inside commit(): the checkpoint is written, COMMIT never runs.
-    def __init__(self, con):
-        self._con = con
-
-    def execute(self, sql, *args):
-        if sql.strip().upper() == "COMMIT":
-            die()
-        return self._con.execute(sql, *args)
-
-    def __getattr__(self, name):
-        return getattr(self._con, name)
-
-
-original_pull, original_commit = FileChangeFeedHook.pull, DuckDBTransaction.commit
+original_pull = FileChangeFeedHook.pull
 
 
 def pull(self, cursor, primary_key):
@@ -109,18 +101,9 @@ def pull(self, cursor, primary_key):
     return result
 
 
-def commit(self, checkpoint):
-    if stage == "before_commit":
-        die()
-    if stage == "committing":
-        self._con = KillOnCommitStatement(self._con)
-    original_commit(self, checkpoint)
-    if stage == "after_commit":
-        die()
-
-
-FileChangeFeedHook.pull, DuckDBTransaction.commit = pull, commit
-run_sync(LocalChangeFeedHook(feed), DuckDBDestination(database, "items"), SyncSpec("crash", primary_key=("id",)))
+FileChangeFeedHook.pull = pull
+install_crash(recipe["kind"], stage, die)
+run_sync(LocalChangeFeedHook(feed), build_destination(recipe), SyncSpec("crash", primary_key=("id",)))
 print("sync finished without being killed", flush=True)
 """
 
@@ -128,10 +111,10 @@ print("sync finished without being killed", flush=True)
 class Stream:
     """A feed folder and a destination synced from it, with the state checks the test repeats."""
 
-    def __init__(self, feed: Path, database: Path) -> None:
-        self.database = database
+    def __init__(self, feed: Path, target: Target) -> None:
+        self.target = target
         self.source = LocalChangeFeedHook(str(feed))
-        self.destination = DuckDBDestination(str(database), TABLE)
+        self.destination = target.destination(TABLE)
 
     def sync(self) -> tuple[int, int, int, int, int]:
         summary: SyncSummary = run_sync(self.source, self.destination, SPEC)
@@ -144,7 +127,7 @@ class Stream:
         )
 
     def table(self) -> dict[int, tuple[str, int]]:
-        _, rows = read_table(self.database, TABLE)
+        _, rows = self.target.read(TABLE)
         return {key: (row["name"], row["n"]) for key, row in rows.items()}
 
     def checkpoint(self) -> dict[str, Any] | None:
@@ -157,14 +140,15 @@ def land(feed: Path, run: int) -> None:
         write_change_file(feed, name, rows, modified=BASE + timedelta(seconds=int(name[:3])))
 
 
-def run_killed_child(feed: Path, database: Path, stage: str) -> str:
+def run_killed_child(feed: Path, target: Target, stage: str) -> str:
     """Run one sync in a child process that kills itself at ``stage``; return its output."""
     child = subprocess.run(
-        [sys.executable, "-c", CHILD, str(feed), str(database), stage],
+        [sys.executable, "-c", CHILD, str(feed), json.dumps(target.recipe(TABLE)), stage],
         capture_output=True,
         text=True,
         timeout=120,
         env=os.environ.copy(),
+        cwd=REPO,
     )
     assert child.returncode == -signal.SIGKILL, f"child exited {child.returncode}: {child.stdout}{child.stderr}"
     return child.stdout
@@ -173,7 +157,7 @@ def run_killed_child(feed: Path, database: Path, stage: str) -> str:
 @pytest.mark.parametrize("crashed_run", [0, 1], ids=["first-run", "later-run"])
 @pytest.mark.parametrize("stage", STAGES)
 def test_sync_killed_at_any_stage_then_retried_applies_each_file_exactly_once(
-    tmp_path: Path, stage: str, crashed_run: int
+    tmp_path: Path, targets: Targets, stage: str, crashed_run: int
 ) -> None:
     """Killed before its commit, a run leaves table and checkpoint as they were and the retry applies its
     files (with the counts of a first application); killed after, the run is complete and the retry reads
@@ -181,8 +165,8 @@ def test_sync_killed_at_any_stage_then_retried_applies_each_file_exactly_once(
     run applies only its own new file."""
     feed = tmp_path / "feed"
     feed.mkdir()
-    stream = Stream(feed, tmp_path / "crashed.duckdb")
-    reference = Stream(feed, tmp_path / "reference.duckdb")
+    stream = Stream(feed, targets.fresh())
+    reference = Stream(feed, targets.fresh())
     for run in range(crashed_run):
         land(feed, run)
         assert stream.sync() == reference.sync() == SUMMARIES[run]
@@ -190,7 +174,7 @@ def test_sync_killed_at_any_stage_then_retried_applies_each_file_exactly_once(
     land(feed, crashed_run)
     assert reference.sync() == SUMMARIES[crashed_run]
 
-    output = run_killed_child(feed, stream.database, stage)
+    output = run_killed_child(feed, stream.target, stage)
 
     assert output.splitlines()[-1] == f"killing at {stage}"  # the last line: nothing ran after the kill
     if stage in BEFORE_COMMIT:

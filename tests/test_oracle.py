@@ -1,4 +1,5 @@
-"""Property test: after every sync the DuckDB table equals a plain-Python model of the change history.
+"""Property test: after every sync the destination table (DuckDB, PostgreSQL, Delta) equals a plain-Python
+model of the change history.
 
 Random histories of inserts, updates and deletes over keys 0..7 are split into files of random formats
 (CSV, Parquet, JSON Lines, gzip), some without a ``_change_request_type`` column (upserts only), with
@@ -12,15 +13,19 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airflow_cdc_provider.destinations.duckdb import DuckDBDestination
 from airflow_cdc_provider.hooks.local import LocalChangeFeedHook
 from airflow_cdc_provider.pipeline import SyncSpec, SyncSummary, run_sync
-from tests.changefiles import FORMATS, read_table, write_change_file
+from tests.changefiles import FORMATS, write_change_file
+
+if TYPE_CHECKING:
+    from tests.destinations import Target, Targets
+
+pytest_plugins = ("tests.destinations",)  # the `targets` fixture
 
 TABLE = "items"
 SPEC = SyncSpec("oracle", primary_key=("id",), mode="cdc")
@@ -33,6 +38,8 @@ DELETE_SPELLINGS = ("d", "D", " d", "d ", " D ", "\td")
 # Steps between consecutive files' last-modified times: ties (ordered by path), microseconds, and
 # gaps that push earlier files out of the default one-hour look-back.
 STEPS = (timedelta(0), timedelta(microseconds=1), timedelta(seconds=1), timedelta(minutes=50))
+# Histories per destination: modest for the servers, so the whole destination suite stays quick.
+EXAMPLES = {"duckdb": 50, "postgres": 50, "delta": 40}
 
 Model = dict[int, dict[str, Any]]
 
@@ -133,8 +140,8 @@ def expected_counts(before: Model, changes: list[Change]) -> tuple[int, int, int
     return inserted, updated, deleted
 
 
-def table_as_model(database: Path) -> Model:
-    columns, rows = read_table(database, TABLE)
+def table_as_model(target: Target) -> Model:
+    columns, rows = target.read(TABLE)
     assert set(columns) <= set(USER_COLUMNS), f"unexpected columns in the table: {columns}"
     for row in rows.values():  # 3.0 == 3 in Python: check the types kept too
         assert isinstance(row.get("name"), str | None) and isinstance(row.get("n"), int | None), row
@@ -145,19 +152,25 @@ def counts(summary: SyncSummary) -> tuple[int, int, int]:
     return summary.rows_inserted, summary.rows_updated, summary.rows_deleted
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(history=histories)
-def test_table_equals_model_after_every_run_and_no_file_applies_twice(
-    history: list[tuple[list[FileSpec], bool]],
-) -> None:
+def test_table_equals_model_after_every_run_and_no_file_applies_twice(targets: Targets) -> None:
     """Each run applies exactly its new files (a full refresh: all files, into an emptied table), in order,
     with the net effect and counts the model predicts; a final run with no new file reads nothing and
     changes neither the table nor the checkpoint."""
+
+    @settings(max_examples=EXAMPLES[targets.kind], deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(history=histories)
+    def check(history: list[tuple[list[FileSpec], bool]]) -> None:
+        check_history(targets.fresh(), history)
+
+    check()
+
+
+def check_history(target: Target, history: list[tuple[list[FileSpec], bool]]) -> None:
     with tempfile.TemporaryDirectory(prefix="cdc-oracle-") as tmp:
-        feed, database = Path(tmp, "feed"), Path(tmp, "destination.duckdb")
+        feed = Path(tmp, "feed")
         feed.mkdir()
         source = LocalChangeFeedHook(str(feed))
-        destination = DuckDBDestination(str(database), TABLE)
+        destination = target.destination(TABLE)
         model: Model = {}
         landed: list[FileSpec] = []
         modified = BASE
@@ -174,7 +187,7 @@ def test_table_equals_model_after_every_run_and_no_file_applies_twice(
 
             summary = run_sync(source, destination, SPEC, full_refresh=full_refresh)
 
-            assert table_as_model(database) == model, f"after run {run}"
+            assert table_as_model(target) == model, f"after run {run}"
             assert summary.files == len(applied), f"run {run} read files again or missed some"
             assert summary.rows_read == len(run_changes)
             assert counts(summary) == expected_counts(before, run_changes), f"after run {run}"
@@ -182,5 +195,5 @@ def test_table_equals_model_after_every_run_and_no_file_applies_twice(
         checkpoint = destination.read_checkpoint(SPEC.stream_id)
         idle = run_sync(source, destination, SPEC)
         assert (idle.files, idle.rows_read, *counts(idle)) == (0, 0, 0, 0, 0)
-        assert table_as_model(database) == model
+        assert table_as_model(target) == model
         assert destination.read_checkpoint(SPEC.stream_id) == checkpoint

@@ -15,44 +15,60 @@ from airflow_cdc_provider.changes import (
     CHANGE_TYPE,
     DELETE,
     RESERVED_COLUMNS,
-    RESERVED_FIELDS,
     UPSERT,
     net_effect_query,
 )
 from airflow_cdc_provider.destinations.base import (
     ApplyStats,
-    BatchRuns,
     Checkpoint,
     Destination,
     DestinationTransaction,
 )
+from airflow_cdc_provider.destinations.staging import (
+    STAGE,
+    DuckDBStage,
+    column_definitions,
+    evolve,
+)
 from airflow_cdc_provider.exceptions import ConcurrentSyncError
-from airflow_cdc_provider.schema import reconcile
-from airflow_cdc_provider.sql import column_list, key_match, quote_identifier, quote_table_name
+from airflow_cdc_provider.schema import OnSchemaChange, check_on_schema_change
+from airflow_cdc_provider.sql import column_list, key_match, quote_table_name
 
-_STAGE = "_cdc_stage"
 _NET = "_cdc_net"
-_BATCHES = "_cdc_batches"
 
 
 class DuckDBDestination(Destination):
     """A table in a DuckDB database file, kept in sync with a change feed.
 
     The table is created from the first changes, with the primary key; a column that appears later is
-    added. The stream's checkpoint lives in ``checkpoint_table`` of the same file and commits with the data.
+    added and a column whose type widens safely is widened (see :mod:`airflow_cdc_provider.schema`). The
+    stream's checkpoint lives in ``checkpoint_table`` of the same file and commits with the data.
     DuckDB lets one process open a file at a time: a second run of the stream fails at once, applying nothing.
 
     :param path: the database file (created if missing). Templated.
     :param table: ``table`` or ``schema.table``; quoted, so any name is safe. Templated.
     :param checkpoint_table: where stream checkpoints are kept.
+    :param on_schema_change: ``"add_columns"`` (default) adds new columns and applies safe widenings;
+        ``"fail"`` refuses any change to the existing table's columns, naming the column and both types.
+    :param allow_string: also widen any column to a string when a file brings text for it.
     """
 
     template_fields = ("path", "table")
 
-    def __init__(self, path: str, table: str, *, checkpoint_table: str = "_cdc_checkpoints") -> None:
+    def __init__(
+        self,
+        path: str,
+        table: str,
+        *,
+        checkpoint_table: str = "_cdc_checkpoints",
+        on_schema_change: OnSchemaChange = "add_columns",
+        allow_string: bool = False,
+    ) -> None:
         self.path = path
         self.table = table
         self.checkpoint_table = checkpoint_table
+        self.on_schema_change = check_on_schema_change(on_schema_change)
+        self.allow_string = allow_string
 
     @property
     def uri(self) -> str:
@@ -92,8 +108,9 @@ class DuckDBTransaction(DestinationTransaction):
         self._table_name = destination.table
         self._checkpoints = quote_table_name(destination.checkpoint_table)
         self._stream_id = stream_id
+        self._destination = destination
         self._read: str | None = None
-        self._stage_schema: pa.Schema | None = None
+        self._stage = DuckDBStage(con, allow_string=destination.allow_string)
         self._rebuild = False
 
     def read_checkpoint(self) -> Checkpoint | None:
@@ -111,30 +128,15 @@ class DuckDBTransaction(DestinationTransaction):
         self._rebuild = True
 
     def stage(self, batches: Iterable[pa.RecordBatch]) -> int:
-        runs = BatchRuns(batches)
-        staged = 0
-        try:
-            for reader, origin in runs:
-                columns = _typed_fields(reader.schema)
-                self._evolve_stage(pa.schema(columns), origin)
-                self._con.register(_BATCHES, reader)
-                try:
-                    names = column_list(field.name for field in columns)
-                    staged += self._run(f"INSERT INTO {_STAGE} ({names}) SELECT {names} FROM {_BATCHES}")[0][0]
-                finally:
-                    self._con.unregister(_BATCHES)
-        except duckdb.Error:
-            if runs.error is not None:
-                raise runs.error from None
-            raise
-        return staged
+        # The stage starts from the table's own columns, so a file whose types clash with it is named.
+        return self._stage.load(batches, None if self._rebuild or self._stage.schema else self._table_schema())
 
     def apply(self, primary_key: Sequence[str], order_by: Sequence[str]) -> ApplyStats:
-        if self._stage_schema is None:
+        if self._stage.schema is None:
             return ApplyStats()
-        user_fields = [field for field in self._stage_schema if field.name not in RESERVED_COLUMNS]
+        user_fields = [field for field in self._stage.schema if field.name not in RESERVED_COLUMNS]
         self._prepare_table(pa.schema(user_fields), primary_key)
-        self._run(f"CREATE TEMP TABLE {_NET} AS {net_effect_query(_STAGE, primary_key, order_by)}")
+        self._run(f"CREATE TEMP TABLE {_NET} AS {net_effect_query(STAGE, primary_key, order_by)}")
         match = key_match("target", _NET, primary_key)
         delete = f"DELETE FROM {self._table} AS target USING {_NET} WHERE {match} AND {_NET}.{CHANGE_TYPE} = "
         deleted = self._run(delete + "?", [DELETE])[0][0]
@@ -168,15 +170,6 @@ class DuckDBTransaction(DestinationTransaction):
     def _run(self, sql: str, params: list[Any] | None = None) -> list[Any]:
         return self._con.execute(sql, params).fetchall()
 
-    def _evolve_stage(self, incoming: pa.Schema, origin: str) -> None:
-        if self._stage_schema is None:
-            # Start from the table's own columns, so a file whose types clash with it is named in the error.
-            existing = None if self._rebuild else self._table_schema()
-            initial = pa.schema([*(existing or []), *RESERVED_FIELDS])
-            self._run(f"CREATE TEMP TABLE {_STAGE} ({self._column_definitions(initial)})")
-            self._stage_schema = initial
-        self._stage_schema = self._evolve(_STAGE, self._stage_schema, incoming, origin)
-
     def _prepare_table(self, columns: pa.Schema, primary_key: Sequence[str]) -> None:
         existing = self._table_schema()
         if existing is not None and self._rebuild:
@@ -187,23 +180,19 @@ class DuckDBTransaction(DestinationTransaction):
             if schema:
                 self._run(f"CREATE SCHEMA IF NOT EXISTS {quote_table_name(schema)}")
             self._run(
-                f"CREATE TABLE {self._table} ({self._column_definitions(columns)}, "
+                f"CREATE TABLE {self._table} ({column_definitions(self._con, columns)}, "
                 f"PRIMARY KEY ({column_list(primary_key)}))"
             )
         else:
-            self._evolve(self._table, existing, columns, f"table {self._table_name}")
-
-    def _evolve(self, table: str, existing: pa.Schema, incoming: pa.Schema, origin: str) -> pa.Schema:
-        """Add and widen ``table``'s columns for ``incoming``; return the table's schema after."""
-        changes = reconcile(existing, incoming, origin)
-        types = self._duckdb_types(pa.schema(changes.added + changes.widened))
-        for field in changes.added:
-            self._run(f"ALTER TABLE {table} ADD COLUMN {quote_identifier(field.name)} {types[field.name]}")
-            existing = existing.append(field)
-        for field in changes.widened:
-            self._run(f"ALTER TABLE {table} ALTER COLUMN {quote_identifier(field.name)} TYPE {types[field.name]}")
-            existing = existing.set(existing.get_field_index(field.name), field)
-        return existing
+            evolve(
+                self._con,
+                self._table,
+                existing,
+                columns,
+                f"table {self._table_name}",
+                allow_string=self._destination.allow_string,
+                on_schema_change=self._destination.on_schema_change,
+            )
 
     def _table_schema(self) -> pa.Schema | None:
         # Looked up rather than tried: in DuckDB a failed statement aborts the whole transaction.
@@ -217,20 +206,6 @@ class DuckDBTransaction(DestinationTransaction):
             return None
         return self._con.sql(f"SELECT * FROM {self._table} LIMIT 0").to_arrow_table().schema
 
-    def _column_definitions(self, schema: pa.Schema) -> str:
-        types = self._duckdb_types(schema)
-        return ", ".join(f"{quote_identifier(name)} {types[name]}" for name in schema.names)
-
-    def _duckdb_types(self, schema: pa.Schema) -> dict[str, str]:
-        """DuckDB's own names for Arrow types, read by describing an empty table of that schema."""
-        if not len(schema):
-            return {}
-        self._con.register("_cdc_probe", schema.empty_table())
-        try:
-            return {row[0]: row[1] for row in self._run("DESCRIBE SELECT * FROM _cdc_probe")}
-        finally:
-            self._con.unregister("_cdc_probe")
-
 
 def _connect(path: str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     try:
@@ -242,8 +217,3 @@ def _connect(path: str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
             f"DuckDB database {path} is open in another process ({err}). Another run of this stream, or a "
             "reader of the file, holds it; nothing was applied. Retry once it is closed."
         ) from err
-
-
-def _typed_fields(schema: pa.Schema) -> list[pa.Field]:
-    """Columns that carry a type: a column null in every row of a file says nothing and is skipped."""
-    return [field for field in schema if not pa.types.is_null(field.type)]

@@ -1,0 +1,113 @@
+"""Schema evolution on every destination: a new column is added, a safe widening applied, anything else
+refused naming the column and both types; ``on_schema_change="fail"`` refuses any change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pytest
+
+from airflow_cdc_provider.destinations.base import Destination
+from airflow_cdc_provider.exceptions import SchemaChangeError
+from airflow_cdc_provider.hooks.local import LocalChangeFeedHook
+from airflow_cdc_provider.pipeline import SyncSpec, run_sync
+from tests.changefiles import write_change_file
+
+if TYPE_CHECKING:
+    from tests.destinations import Target
+
+pytest_plugins = ("tests.destinations",)  # the `target` fixture
+
+SPEC = SyncSpec("schema", ("id",))
+
+
+class Feed:
+    def __init__(self, folder: Path, destination: Destination) -> None:
+        folder.mkdir()
+        self.folder, self.destination, self.files = folder, destination, 0
+
+    def sync(self, rows: list[dict[str, Any]], schema: pa.Schema | None = None) -> None:
+        name = f"{self.files:03d}.parquet"
+        self.files += 1
+        write_change_file(self.folder, name, rows, modified=1_700_000_000 + self.files, schema=schema)
+        run_sync(LocalChangeFeedHook(str(self.folder)), self.destination, SPEC)
+
+
+def _schema(**types: pa.DataType) -> pa.Schema:
+    return pa.schema([pa.field("id", pa.int64()), *(pa.field(name, t) for name, t in types.items())])
+
+
+def test_new_column_is_added(tmp_path: Path, target: Target) -> None:
+    feed = Feed(tmp_path / "feed", target.destination())
+    feed.sync([{"id": 1, "name": "a"}])
+    feed.sync([{"id": 2, "name": "b", "score": 7}])
+    columns, rows = target.read()
+    assert columns == ["id", "name", "score"]
+    assert rows == {1: {"id": 1, "name": "a", "score": None}, 2: {"id": 2, "name": "b", "score": 7}}
+
+
+def test_safe_widenings_are_applied(tmp_path: Path, target: Target) -> None:
+    feed = Feed(tmp_path / "feed", target.destination())
+    feed.sync([{"id": 1, "n": 5}], _schema(n=pa.int32()))
+    feed.sync([{"id": 2, "n": 2**40}], _schema(n=pa.int64()))  # int -> bigint
+    assert target.read()[1] == {1: {"id": 1, "n": 5}, 2: {"id": 2, "n": 2**40}}
+    feed.sync([{"id": 3, "n": 2.5}], _schema(n=pa.float64()))  # bigint -> double
+    assert target.read()[1] == {1: {"id": 1, "n": 5.0}, 2: {"id": 2, "n": float(2**40)}, 3: {"id": 3, "n": 2.5}}
+    assert all(isinstance(row["n"], float) for row in target.read()[1].values())
+
+
+def test_lossy_change_is_refused_naming_column_and_both_types(tmp_path: Path, target: Target) -> None:
+    feed = Feed(tmp_path / "feed", target.destination())
+    feed.sync([{"id": 1, "n": 5}], _schema(n=pa.int64()))
+    before = target.read(), feed.destination.read_checkpoint(SPEC.stream_id)
+    with pytest.raises(SchemaChangeError) as raised:
+        feed.sync([{"id": 2, "n": "five"}], _schema(n=pa.string()))
+    message = str(raised.value)
+    for fragment in ("001.parquet", "'n'", "string", "int64"):
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    assert (target.read(), feed.destination.read_checkpoint(SPEC.stream_id)) == before
+
+
+def test_anything_widens_to_string_where_allowed(tmp_path: Path, target: Target) -> None:
+    feed = Feed(tmp_path / "feed", target.destination(allow_string=True))
+    feed.sync([{"id": 1, "n": 5}], _schema(n=pa.int64()))
+    feed.sync([{"id": 2, "n": "five"}], _schema(n=pa.string()))
+    assert target.read()[1] == {1: {"id": 1, "n": "5"}, 2: {"id": 2, "n": "five"}}
+
+
+@pytest.mark.parametrize(
+    "rows, schema, fragments",
+    [
+        ([{"id": 2, "n": 1, "extra": True}], _schema(n=pa.int32(), extra=pa.bool_()), ["'extra'", "new", "bool"]),
+        ([{"id": 2, "n": 2**40}], _schema(n=pa.int64()), ["'n'", "int64", "int32"]),
+    ],
+    ids=["new column", "widening"],
+)
+def test_on_schema_change_fail_refuses_any_change(
+    tmp_path: Path, target: Target, rows: list[dict[str, Any]], schema: pa.Schema, fragments: list[str]
+) -> None:
+    feed = Feed(tmp_path / "feed", target.destination(on_schema_change="fail"))
+    feed.sync([{"id": 1, "n": 5}], _schema(n=pa.int32()))
+    before = target.read(), feed.destination.read_checkpoint(SPEC.stream_id)
+    with pytest.raises(SchemaChangeError) as raised:
+        feed.sync(rows, schema)
+    message = str(raised.value)
+    for fragment in [*fragments, "on_schema_change='fail'"]:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    assert (target.read(), feed.destination.read_checkpoint(SPEC.stream_id)) == before
+
+
+def test_on_schema_change_is_checked_without_io() -> None:
+    from airflow_cdc_provider.destinations.delta import DeltaDestination
+    from airflow_cdc_provider.destinations.duckdb import DuckDBDestination
+    from airflow_cdc_provider.destinations.postgres import PostgresDestination
+
+    for make in (
+        lambda: DuckDBDestination("x.duckdb", "t", on_schema_change="drop"),  # type: ignore[arg-type]
+        lambda: PostgresDestination("t", "nowhere", on_schema_change="drop"),  # type: ignore[arg-type]
+        lambda: DeltaDestination("/nowhere", on_schema_change="drop"),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(ValueError, match="on_schema_change"):
+            make()
