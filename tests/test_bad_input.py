@@ -27,7 +27,6 @@ from airflow_cdc_provider.pipeline import SyncSpec, run_sync
 if TYPE_CHECKING:
     from tests.destinations import Target
 
-pytest_plugins = ("tests.destinations",)  # the `target` fixture
 
 GOOD = "id,name,_change_request_type\n1,ada,u\n2,grace,u\n"
 

@@ -27,7 +27,6 @@ pytestmark = pytest.mark.slow
 if TYPE_CHECKING:
     from tests.destinations import Target, Targets
 
-pytest_plugins = ("tests.destinations",)  # the `targets` fixture
 REPO = Path(__file__).resolve().parents[1]
 
 TABLE = "items"

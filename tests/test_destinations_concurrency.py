@@ -24,7 +24,6 @@ from tests.changefiles import write_change_file
 if TYPE_CHECKING:
     from tests.destinations import Target
 
-pytest_plugins = ("tests.destinations",)  # the `target` fixture
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = SyncSpec("overlap", ("id",))

@@ -18,7 +18,6 @@ from tests.changefiles import write_change_file
 if TYPE_CHECKING:
     from tests.destinations import Target
 
-pytest_plugins = ("tests.destinations",)  # the `target` fixture
 
 SPEC = SyncSpec("schema", ("id",))
 

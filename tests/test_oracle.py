@@ -25,7 +25,6 @@ from tests.changefiles import FORMATS, write_change_file
 if TYPE_CHECKING:
     from tests.destinations import Target, Targets
 
-pytest_plugins = ("tests.destinations",)  # the `targets` fixture
 
 TABLE = "items"
 SPEC = SyncSpec("oracle", primary_key=("id",), mode="cdc")
