@@ -51,6 +51,9 @@ class DuckDBDestination(Destination):
     :param on_schema_change: ``"add_columns"`` (default) adds new columns and applies safe widenings;
         ``"fail"`` refuses any change to the existing table's columns, naming the column and both types.
     :param allow_string: also widen any column to a string when a file brings text for it.
+    :param memory_limit: DuckDB's memory cap for the sync (``"1GB"``; ``None``: DuckDB's default, 80% of the
+        machine's memory). Past it, the staged changes spill to disk beside the database file, so a large
+        backlog does not take the worker's memory.
     """
 
     template_fields = ("path", "table")
@@ -63,12 +66,14 @@ class DuckDBDestination(Destination):
         checkpoint_table: str = "_cdc_checkpoints",
         on_schema_change: OnSchemaChange = "add_columns",
         allow_string: bool = False,
+        memory_limit: str | None = "1GB",
     ) -> None:
         self.path = path
         self.table = table
         self.checkpoint_table = checkpoint_table
         self.on_schema_change = check_on_schema_change(on_schema_change)
         self.allow_string = allow_string
+        self.memory_limit = memory_limit
 
     @property
     def uri(self) -> str:
@@ -89,7 +94,9 @@ class DuckDBDestination(Destination):
 
     @contextlib.contextmanager
     def transaction(self, stream_id: str) -> Iterator[DuckDBTransaction]:
-        con = _connect(self.path)
+        # Changes carry their order in _change_sequence, so DuckDB need not keep insertion order (less memory).
+        config = {"preserve_insertion_order": "false"}
+        con = _connect(self.path, config={**config, "memory_limit": self.memory_limit} if self.memory_limit else config)
         try:
             con.execute("BEGIN TRANSACTION")
             yield DuckDBTransaction(con, self, stream_id)
@@ -207,9 +214,9 @@ class DuckDBTransaction(DestinationTransaction):
         return self._con.sql(f"SELECT * FROM {self._table} LIMIT 0").to_arrow_table().schema
 
 
-def _connect(path: str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+def _connect(path: str, read_only: bool = False, config: dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
     try:
-        return duckdb.connect(path, read_only=read_only)
+        return duckdb.connect(path, read_only=read_only, config=config or {})
     except duckdb.IOException as err:
         if "lock" not in str(err).lower():
             raise
