@@ -110,3 +110,12 @@ def test_on_schema_change_is_checked_without_io() -> None:
     ):
         with pytest.raises(ValueError, match="on_schema_change"):
             make()
+
+
+def test_delta_destination_takes_storage_options_from_an_airflow_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_cdc_provider.destinations.delta import DeltaDestination
+
+    extra = '{"AWS_REGION": "eu-west-1", "AWS_SECRET_ACCESS_KEY": "from-the-connection"}'
+    monkeypatch.setenv("AIRFLOW_CONN_LAKE", f'{{"conn_type": "cdc_delta", "extra": {extra}}}')
+    destination = DeltaDestination("s3://lake/orders", {"AWS_REGION": "us-east-1"}, delta_conn_id="lake")
+    assert destination.options == {"AWS_REGION": "us-east-1", "AWS_SECRET_ACCESS_KEY": "from-the-connection"}

@@ -16,6 +16,7 @@ import os
 import socket
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,8 @@ class DeltaDestination(Destination):
 
     :param table_uri: the table's location: a local path, ``s3://…``, ``abfss://…``, ``gs://…``. Templated.
     :param storage_options: the object store's options (credentials, endpoint), as ``deltalake`` takes them.
+    :param delta_conn_id: optional Airflow connection (type ``cdc_delta``) whose extra JSON holds storage options,
+        so credentials stay in Airflow's connection store; ``storage_options`` is merged over it.
     :param on_schema_change: ``"add_columns"`` (default) adds new columns and applies safe widenings;
         ``"fail"`` refuses any change to the existing table's columns, naming the column and both types.
     :param allow_string: also widen any column to a string when a file brings text for it.
@@ -70,9 +73,11 @@ class DeltaDestination(Destination):
         on_schema_change: OnSchemaChange = "add_columns",
         allow_string: bool = False,
         staging_dir: str | None = None,
+        delta_conn_id: str | None = None,
     ) -> None:
         self.table_uri = table_uri
         self.storage_options = storage_options
+        self.delta_conn_id = delta_conn_id
         self.on_schema_change = check_on_schema_change(on_schema_change)
         self.allow_string = allow_string
         self.staging_dir = staging_dir
@@ -83,13 +88,25 @@ class DeltaDestination(Destination):
             return self.table_uri
         return f"file://{Path(self.table_uri).absolute().as_posix()}"
 
+    @cached_property
+    def options(self) -> dict[str, str] | None:
+        """Storage options: the connection's extra, then ``storage_options``."""
+        merged: dict[str, str] = {}
+        if self.delta_conn_id:
+            from airflow.sdk import BaseHook
+
+            extra = BaseHook.get_connection(self.delta_conn_id).extra_dejson
+            merged.update({key: str(value) for key, value in extra.items()})
+        merged.update(self.storage_options or {})
+        return merged or None
+
     def load(self) -> DeltaTable | None:
         """The table at its latest version, or ``None`` if it does not exist yet."""
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
 
         try:
-            return DeltaTable(self.table_uri, storage_options=self.storage_options)
+            return DeltaTable(self.table_uri, storage_options=self.options)
         except TableNotFoundError:
             return None
 
@@ -220,7 +237,7 @@ class DeltaTransaction(DestinationTransaction):
 
         plan = self._plan
         table = self._table
-        options = self._destination.storage_options
+        options = self._destination.options
         if plan is None or (plan.no_op and not self._rebuild):  # no row changes: only the checkpoint moves
             if table is None or (checkpoint == self._read and not self._rebuild):
                 return
