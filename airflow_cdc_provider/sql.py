@@ -1,8 +1,11 @@
-"""Identifier quoting shared by the SQL destinations. Values are always bound, never formatted in."""
+"""Identifier quoting shared by the SQL hooks and destinations. Values are always bound, never formatted in."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+
+_SNOWFLAKE_UNQUOTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
 
 def quote_identifier(name: str) -> str:
@@ -31,3 +34,29 @@ def column_list(names: Iterable[str], prefix: str = "") -> str:
 def key_match(left: str, right: str, keys: Iterable[str]) -> str:
     """The join condition ``left."k1" = right."k1" AND ...`` between two aliases on the key columns."""
     return " AND ".join(f"{left}.{quote_identifier(k)} = {right}.{quote_identifier(k)}" for k in keys)
+
+
+def snowflake_name_parts(name: str) -> list[str]:
+    """The parts of ``db.schema.table`` as Snowflake stores them.
+
+    A plain part (letters, digits, ``_``, ``$``) is what Snowflake stores upper-cased, so it is upper-cased;
+    a part written in double quotes is kept exactly; anything else is kept exactly.
+    """
+    parts = name.split(".")
+    if not 1 <= len(parts) <= 3 or not all(parts):
+        raise ValueError(f"invalid Snowflake table name {name!r}: expected table, schema.table or db.schema.table")
+    resolved = []
+    for part in parts:
+        if len(part) >= 2 and part.startswith('"') and part.endswith('"'):
+            resolved.append(part[1:-1].replace('""', '"'))
+        else:
+            resolved.append(part.upper() if _SNOWFLAKE_UNQUOTED.match(part) else part)
+    return resolved
+
+
+def snowflake_table_name(name: str) -> str:
+    """``db.schema.table`` quoted part by part, each part resolved as Snowflake resolves it.
+
+    Whatever the name holds, it stays one identifier per part.
+    """
+    return ".".join(quote_identifier(part) for part in snowflake_name_parts(name))

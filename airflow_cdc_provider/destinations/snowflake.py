@@ -25,7 +25,7 @@ One explicit transaction holds the data and the checkpoint, checked against Snow
 * A kill before ``COMMIT`` leaves the table and checkpoint as they were (Snowflake rolls back an open
   transaction when the session ends).
 
-Identifiers are quoted part by part (:func:`~airflow_cdc_provider.hooks.snowflake.snowflake_table_name` rules:
+Identifiers are quoted part by part (:func:`~airflow_cdc_provider.sql.snowflake_table_name` rules:
 a plain part is upper-cased as Snowflake stores it); column names are used exactly as Snowflake reports them,
 so ``primary_key`` is written as Snowflake stores it (usually upper case: ``["ID"]``). Values are bound.
 """
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from collections.abc import Iterator, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -42,31 +41,12 @@ from typing import TYPE_CHECKING, Any
 from airflow_cdc_provider.destinations.base import ApplyStats, Checkpoint, Destination, DestinationTransaction
 from airflow_cdc_provider.destinations.pushdown import ChangeQuery, merge_sql, pushdown_only
 from airflow_cdc_provider.exceptions import ConcurrentSyncError
-from airflow_cdc_provider.sql import quote_identifier
+from airflow_cdc_provider.sql import quote_identifier, snowflake_table_name
 
 if TYPE_CHECKING:
     from airflow.providers.snowflake.hooks.snowflake import SnowflakeHook
 
-_UNQUOTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _COUNTS = {"number of rows inserted": 0, "number of rows updated": 1, "number of rows deleted": 2}
-
-
-def snowflake_name_parts(name: str) -> list[str]:
-    """The parts of ``db.schema.table`` as Snowflake stores them: plain parts upper-cased, quoted kept exactly."""
-    parts = name.split(".")
-    if not 1 <= len(parts) <= 3 or not all(parts):
-        raise ValueError(f"invalid Snowflake table name {name!r}: expected table, schema.table or db.schema.table")
-    resolved = []
-    for part in parts:
-        if len(part) >= 2 and part.startswith('"') and part.endswith('"'):
-            resolved.append(part[1:-1].replace('""', '"'))
-        else:
-            resolved.append(part.upper() if _UNQUOTED.match(part) else part)
-    return resolved
-
-
-def quoted(parts: Sequence[str]) -> str:
-    return ".".join(quote_identifier(part) for part in parts)
 
 
 class SnowflakeDestination(Destination):
@@ -110,14 +90,13 @@ class SnowflakeDestination(Destination):
 
     @property
     def quoted_table(self) -> str:
-        return quoted(snowflake_name_parts(self.table))
+        return snowflake_table_name(self.table)
 
     @property
     def quoted_checkpoints(self) -> str:
-        own = snowflake_name_parts(self.checkpoint_table)
-        if len(own) == 1:
-            own = [*snowflake_name_parts(self.table)[:-1], *own]
-        return quoted(own)
+        if "." in self.checkpoint_table:
+            return snowflake_table_name(self.checkpoint_table)
+        return snowflake_table_name(".".join([*self.table.split(".")[:-1], self.checkpoint_table]))
 
     def transaction(self, stream_id: str) -> contextlib.AbstractContextManager[DestinationTransaction]:
         raise pushdown_only(f"SnowflakeDestination({self.table!r})", "Snowflake")

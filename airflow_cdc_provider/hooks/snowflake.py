@@ -36,7 +36,6 @@ never misses a DML change.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from functools import cached_property
@@ -51,7 +50,7 @@ from airflow_cdc_provider.destinations.pushdown import ChangeQuery, snapshot_sql
 from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
 from airflow_cdc_provider.hooks.tables import change_batch, check_known, plain_types, require_primary_key, text_column
-from airflow_cdc_provider.sql import quote_identifier
+from airflow_cdc_provider.sql import quote_identifier, snowflake_table_name
 
 if TYPE_CHECKING:
     from airflow.providers.snowflake.hooks.snowflake import SnowflakeHook
@@ -61,30 +60,8 @@ IS_UPDATE_COLUMN = "METADATA$ISUPDATE"
 ROW_ID_COLUMN = "METADATA$ROW_ID"
 METADATA_COLUMNS = (ACTION_COLUMN, IS_UPDATE_COLUMN, ROW_ID_COLUMN)
 ACTIONS = ("INSERT", "DELETE")
-_UNQUOTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _DISABLED_HINTS = ("change tracking is not enabled",)
 _EXPIRED_HINTS = ("time travel data is not available", "beyond the allowed time travel period")
-
-
-def snowflake_table_name(name: str) -> str:
-    """``db.schema.table`` quoted part by part, each part resolved as Snowflake resolves it.
-
-    A plain part (letters, digits, ``_``, ``$``) is what Snowflake stores upper-cased, so it is upper-cased
-    and quoted; a part written in double quotes is kept exactly; anything else is kept exactly and quoted.
-    Whatever the name holds, it stays one identifier per part.
-    """
-    parts = name.split(".")
-    if not 1 <= len(parts) <= 3 or not all(parts):
-        raise ValueError(f"invalid Snowflake table name {name!r}: expected table, schema.table or db.schema.table")
-    resolved = []
-    for part in parts:
-        if len(part) >= 2 and part.startswith('"') and part.endswith('"'):
-            resolved.append(part[1:-1].replace('""', '"'))
-        elif _UNQUOTED.match(part):
-            resolved.append(part.upper())
-        else:
-            resolved.append(part)
-    return ".".join(quote_identifier(part) for part in resolved)
 
 
 def snowflake_changes(batch: pa.RecordBatch, primary_key: Sequence[str], origin: str) -> pa.RecordBatch:
