@@ -29,15 +29,14 @@ Identifiers are back-quoted; values (stream id, checkpoints, window bounds) are 
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Sequence
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_cdc_provider.destinations.base import ApplyStats, Checkpoint, Destination, DestinationTransaction
-from airflow_cdc_provider.destinations.pushdown import ChangeQuery, backquote, merge_sql, pushdown_only
+from airflow_cdc_provider.destinations.base import ApplyStats, Checkpoint
+from airflow_cdc_provider.destinations.pushdown import ChangeQuery, PushDownTableDestination, backquote, merge_sql
 from airflow_cdc_provider.exceptions import ConcurrentSyncError
 
 if TYPE_CHECKING:
@@ -56,7 +55,7 @@ def bigquery_name(name: str) -> str:
     return ".".join(backquote(part) for part in parts)
 
 
-class BigQueryDestination(Destination):
+class BigQueryDestination(PushDownTableDestination):
     """A BigQuery table kept in sync from a BigQuery change feed by one ``MERGE`` inside BigQuery.
 
     Pair it with :class:`~airflow_cdc_provider.hooks.bigquery.BigQueryChangeFeedHook`: ``run_sync`` then pushes the
@@ -69,7 +68,10 @@ class BigQueryDestination(Destination):
     :param checkpoint_table: where stream checkpoints are kept, in the target's dataset unless qualified.
     """
 
-    template_fields = ("table",)
+    engine = "bigquery"
+    engine_name = "BigQuery"
+    conn_name_attr = "gcp_conn_id"
+    quote_name = staticmethod(bigquery_name)
 
     def __init__(
         self,
@@ -89,29 +91,6 @@ class BigQueryDestination(Destination):
         from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
 
         return BigQueryHook(gcp_conn_id=self.gcp_conn_id, location=self.location, use_legacy_sql=False)
-
-    @property
-    def uri(self) -> str:
-        """The Asset URI. Its own scheme: the provider's ``bigquery://`` asset URIs need the account or project,
-        which only a connection can tell (and a constructor does no I/O)."""
-        return f"cdc-bigquery://{self.gcp_conn_id}/{self.table}"
-
-    @property
-    def pushdown_engine(self) -> str:
-        return "bigquery"
-
-    @property
-    def quoted_table(self) -> str:
-        return bigquery_name(self.table)
-
-    @property
-    def quoted_checkpoints(self) -> str:
-        if "." in self.checkpoint_table:
-            return bigquery_name(self.checkpoint_table)
-        return bigquery_name(".".join([*self.table.split(".")[:-1], self.checkpoint_table]))
-
-    def transaction(self, stream_id: str) -> contextlib.AbstractContextManager[DestinationTransaction]:
-        raise pushdown_only(f"BigQueryDestination({self.table!r})", "BigQuery")
 
     def read_checkpoint(self, stream_id: str) -> Checkpoint | None:
         self._query(self._create_checkpoints_sql()).result()
@@ -134,8 +113,7 @@ class BigQueryDestination(Destination):
         full_refresh: bool = False,
     ) -> ApplyStats:
         """Merge the net effect of ``query`` and write ``checkpoint`` in one BigQuery transaction."""
-        if query.engine != "bigquery":
-            raise pushdown_only(f"BigQueryDestination({self.table!r})", "BigQuery")
+        self.check_engine(query)
         self._query(self._create_checkpoints_sql()).result()
         statements = ["BEGIN TRANSACTION", self._check_sql(expected_checkpoint)]
         if full_refresh:

@@ -34,8 +34,8 @@ from collections.abc import Iterator, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_cdc_provider.destinations.base import ApplyStats, Checkpoint, Destination, DestinationTransaction
-from airflow_cdc_provider.destinations.pushdown import ChangeQuery, backquote, merge_sql, pushdown_only
+from airflow_cdc_provider.destinations.base import ApplyStats, Checkpoint
+from airflow_cdc_provider.destinations.pushdown import ChangeQuery, PushDownTableDestination, backquote, merge_sql
 from airflow_cdc_provider.exceptions import ConcurrentSyncError
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def databricks_name(name: str) -> str:
     return ".".join(backquote(part) for part in parts)
 
 
-class DatabricksDestination(Destination):
+class DatabricksDestination(PushDownTableDestination):
     """A Databricks Delta table kept in sync from a Databricks change data feed by one ``MERGE`` in Databricks.
 
     Pair it with :class:`~airflow_cdc_provider.hooks.databricks.DatabricksChangeFeedHook`; other sources are
@@ -66,7 +66,10 @@ class DatabricksDestination(Destination):
     :param checkpoint_table: where stream checkpoints are kept, in the target's schema unless qualified.
     """
 
-    template_fields = ("table",)
+    engine = "databricks"
+    engine_name = "Databricks"
+    conn_name_attr = "databricks_conn_id"
+    quote_name = staticmethod(databricks_name)
 
     def __init__(
         self,
@@ -93,29 +96,6 @@ class DatabricksDestination(Destination):
             sql_endpoint_name=self.sql_endpoint_name,
         )
 
-    @property
-    def uri(self) -> str:
-        """The Asset URI. Its own scheme: the provider's ``databricks://`` asset URIs need the account or project,
-        which only a connection can tell (and a constructor does no I/O)."""
-        return f"cdc-databricks://{self.databricks_conn_id}/{self.table}"
-
-    @property
-    def pushdown_engine(self) -> str:
-        return "databricks"
-
-    @property
-    def quoted_table(self) -> str:
-        return databricks_name(self.table)
-
-    @property
-    def quoted_checkpoints(self) -> str:
-        if "." in self.checkpoint_table:
-            return databricks_name(self.checkpoint_table)
-        return databricks_name(".".join([*self.table.split(".")[:-1], self.checkpoint_table]))
-
-    def transaction(self, stream_id: str) -> contextlib.AbstractContextManager[DestinationTransaction]:
-        raise pushdown_only(f"DatabricksDestination({self.table!r})", "Databricks")
-
     def read_checkpoint(self, stream_id: str) -> Checkpoint | None:
         with self._cursor() as cursor:
             self._create_checkpoints(cursor)
@@ -133,8 +113,7 @@ class DatabricksDestination(Destination):
         full_refresh: bool = False,
     ) -> ApplyStats:
         """MERGE the net effect of ``query``, then compare-and-set the checkpoint (see the module docstring)."""
-        if query.engine != "databricks":
-            raise pushdown_only(f"DatabricksDestination({self.table!r})", "Databricks")
+        self.check_engine(query)
         expected = json.dumps(expected_checkpoint, sort_keys=True) if expected_checkpoint is not None else None
         new = json.dumps(checkpoint, sort_keys=True)
         stats = ApplyStats()

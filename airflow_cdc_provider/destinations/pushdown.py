@@ -23,13 +23,14 @@ import hooks).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE, DELETE, UPSERT
-from airflow_cdc_provider.destinations.base import ApplyStats, Checkpoint
+from airflow_cdc_provider.destinations.base import ApplyStats, Checkpoint, Destination, DestinationTransaction
 
 if TYPE_CHECKING:
     from airflow_cdc_provider.pipeline import Log, SyncSpec, SyncSummary
@@ -217,6 +218,59 @@ def backquote(name: str) -> str:
     if not name or "`" in name or "\\" in name or "\n" in name:
         raise ValueError(f"invalid column name {name!r} for a back-quoted identifier")
     return f"`{name}`"
+
+
+class PushDownTableDestination(Destination):
+    """What the push-down destinations share: a table of one engine, named, located and refused the same way.
+
+    A subclass sets ``engine`` (``"snowflake"``), ``engine_name`` (``"Snowflake"``), ``conn_name_attr`` (the
+    attribute holding its connection id) and ``quote_name`` (the engine's table-name quoting), and implements
+    ``read_checkpoint`` and ``apply_query``.
+    """
+
+    template_fields: Sequence[str] = ("table",)
+    engine: ClassVar[str]
+    engine_name: ClassVar[str]
+    conn_name_attr: ClassVar[str]
+    table: str
+    checkpoint_table: str
+
+    @staticmethod
+    def quote_name(name: str) -> str:
+        """The engine's quoting of a table name (set by each subclass)."""
+        raise NotImplementedError
+
+    @property
+    def uri(self) -> str:
+        """The Asset URI, in a scheme of its own: the providers' asset URIs need the account or project, which
+        only a connection lookup can tell (and a constructor does no I/O)."""
+        return f"cdc-{self.engine}://{getattr(self, self.conn_name_attr)}/{self.table}"
+
+    @property
+    def pushdown_engine(self) -> str:
+        return self.engine
+
+    @property
+    def quoted_table(self) -> str:
+        return self.quote_name(self.table)
+
+    @property
+    def quoted_checkpoints(self) -> str:
+        """The checkpoint table, in the target's schema (or dataset) unless ``checkpoint_table`` is qualified."""
+        if "." in self.checkpoint_table:
+            return self.quote_name(self.checkpoint_table)
+        return self.quote_name(".".join([*self.table.split(".")[:-1], self.checkpoint_table]))
+
+    def transaction(self, stream_id: str) -> contextlib.AbstractContextManager[DestinationTransaction]:
+        raise self._only_pushdown()
+
+    def check_engine(self, query: ChangeQuery) -> None:
+        """Refuse a change query of another engine."""
+        if query.engine != self.engine:
+            raise self._only_pushdown()
+
+    def _only_pushdown(self) -> PushDownOnlyError:
+        return pushdown_only(f"{type(self).__name__}({self.table!r})", self.engine_name)
 
 
 class PushDownOnlyError(TypeError):

@@ -38,8 +38,8 @@ from collections.abc import Iterator, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_cdc_provider.destinations.base import ApplyStats, Checkpoint, Destination, DestinationTransaction
-from airflow_cdc_provider.destinations.pushdown import ChangeQuery, merge_sql, pushdown_only
+from airflow_cdc_provider.destinations.base import ApplyStats, Checkpoint
+from airflow_cdc_provider.destinations.pushdown import ChangeQuery, PushDownTableDestination, merge_sql
 from airflow_cdc_provider.exceptions import ConcurrentSyncError
 from airflow_cdc_provider.sql import quote_identifier, snowflake_table_name
 
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 _COUNTS = {"number of rows inserted": 0, "number of rows updated": 1, "number of rows deleted": 2}
 
 
-class SnowflakeDestination(Destination):
+class SnowflakeDestination(PushDownTableDestination):
     """A Snowflake table kept in sync from a Snowflake change feed by one ``MERGE`` inside Snowflake.
 
     Pair it with :class:`~airflow_cdc_provider.hooks.snowflake.SnowflakeChangeFeedHook`: ``run_sync`` then
@@ -63,7 +63,10 @@ class SnowflakeDestination(Destination):
     :param checkpoint_table: where stream checkpoints are kept, in the target's schema unless qualified.
     """
 
-    template_fields = ("table",)
+    engine = "snowflake"
+    engine_name = "Snowflake"
+    conn_name_attr = "snowflake_conn_id"
+    quote_name = staticmethod(snowflake_table_name)
 
     def __init__(
         self, table: str, snowflake_conn_id: str = "snowflake_default", *, checkpoint_table: str = "_CDC_CHECKPOINTS"
@@ -77,29 +80,6 @@ class SnowflakeDestination(Destination):
         from airflow.providers.snowflake.hooks.snowflake import SnowflakeHook
 
         return SnowflakeHook(snowflake_conn_id=self.snowflake_conn_id)
-
-    @property
-    def uri(self) -> str:
-        """The Asset URI. Its own scheme: the provider's ``snowflake://`` asset URIs need the account or project,
-        which only a connection can tell (and a constructor does no I/O)."""
-        return f"cdc-snowflake://{self.snowflake_conn_id}/{self.table}"
-
-    @property
-    def pushdown_engine(self) -> str:
-        return "snowflake"
-
-    @property
-    def quoted_table(self) -> str:
-        return snowflake_table_name(self.table)
-
-    @property
-    def quoted_checkpoints(self) -> str:
-        if "." in self.checkpoint_table:
-            return snowflake_table_name(self.checkpoint_table)
-        return snowflake_table_name(".".join([*self.table.split(".")[:-1], self.checkpoint_table]))
-
-    def transaction(self, stream_id: str) -> contextlib.AbstractContextManager[DestinationTransaction]:
-        raise pushdown_only(f"SnowflakeDestination({self.table!r})", "Snowflake")
 
     def read_checkpoint(self, stream_id: str) -> Checkpoint | None:
         with self._cursor() as cursor:
@@ -117,8 +97,7 @@ class SnowflakeDestination(Destination):
         full_refresh: bool = False,
     ) -> ApplyStats:
         """Merge the net effect of ``query`` and write ``checkpoint`` in one Snowflake transaction."""
-        if query.engine != "snowflake":
-            raise pushdown_only(f"SnowflakeDestination({self.table!r})", "Snowflake")
+        self.check_engine(query)
         with self._cursor() as cursor:
             self._create_checkpoints(cursor)
             columns: list[str] = []
