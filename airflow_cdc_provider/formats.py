@@ -28,7 +28,10 @@ _SUFFIXES = {
 }
 _GZIP = ".gz"
 _PARQUET_BATCH_ROWS = 128 * 1024
-_TEXT_BLOCK_BYTES = 8 * 1024 * 1024  # CSV/JSON types are inferred from the first block: keep it large
+# Arrow's CSV and JSON readers queue up to 32 blocks ahead of the consumer: small blocks bound that queue
+# (32 MiB). Column types are inferred from a larger sample read first, as one block of 8 MiB would give.
+_TEXT_BLOCK_BYTES = 1024 * 1024
+_TYPE_SAMPLE_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -104,26 +107,44 @@ class FileFormat:
         if fmt == PARQUET:
             yield from pq.ParquetFile(local_path).iter_batches(batch_size=_PARQUET_BATCH_ROWS)
             return
-        with pa.input_stream(local_path, compression="gzip" if gzipped else None) as stream:
-            reader = self._csv_reader(stream) if fmt == CSV else self._json_reader(stream)
-            yield from reader
+        compression = "gzip" if gzipped else None
+        with pa.input_stream(local_path, compression=compression) as stream:
+            sampled = self._sample_types(stream.read(_TYPE_SAMPLE_BYTES), fmt)
+        types = {**sampled, CHANGE_TYPE: pa.string(), **self.column_types}
+        with pa.input_stream(local_path, compression=compression) as stream:
+            yield from self._csv_reader(stream, types) if fmt == CSV else self._json_reader(stream, types)
 
-    def _csv_reader(self, stream: pa.NativeFile) -> pa_csv.CSVStreamingReader:
+    def _sample_types(self, sample: bytes, fmt: str) -> dict[str, pa.DataType]:
+        """The column types Arrow infers from the file's first complete lines (none if they do not parse)."""
+        if len(sample) == _TYPE_SAMPLE_BYTES:
+            sample = sample[: sample.rfind(b"\n") + 1]
+        if not sample:
+            return {}
+        block = pa.BufferReader(sample)
+        try:
+            reader = (
+                self._csv_reader(block, {}, len(sample)) if fmt == CSV else self._json_reader(block, {}, len(sample))
+            )
+            schema = reader.schema
+        except pa.ArrowException:
+            return {}  # e.g. the cut fell inside a quoted line break: the reader infers from its first block
+        return {field.name: field.type for field in schema if not pa.types.is_null(field.type)}
+
+    def _csv_reader(
+        self, stream: pa.NativeFile, types: dict[str, pa.DataType], block_size: int = _TEXT_BLOCK_BYTES
+    ) -> pa_csv.CSVStreamingReader:
         return pa_csv.open_csv(
             stream,
-            read_options=pa_csv.ReadOptions(block_size=_TEXT_BLOCK_BYTES, encoding=self.encoding),
+            read_options=pa_csv.ReadOptions(block_size=block_size, encoding=self.encoding),
             parse_options=pa_csv.ParseOptions(delimiter=self.csv_delimiter),
-            convert_options=pa_csv.ConvertOptions(
-                column_types={CHANGE_TYPE: pa.string(), **self.column_types},
-                null_values=[""],
-                strings_can_be_null=True,
-            ),
+            convert_options=pa_csv.ConvertOptions(column_types=types, null_values=[""], strings_can_be_null=True),
         )
 
-    def _json_reader(self, stream: pa.NativeFile) -> pa_json.JSONStreamingReader:
-        explicit = pa.schema({CHANGE_TYPE: pa.string(), **self.column_types})
+    def _json_reader(
+        self, stream: pa.NativeFile, types: dict[str, pa.DataType], block_size: int = _TEXT_BLOCK_BYTES
+    ) -> pa_json.JSONStreamingReader:
         return pa_json.open_json(
             stream,
-            read_options=pa_json.ReadOptions(block_size=_TEXT_BLOCK_BYTES),
-            parse_options=pa_json.ParseOptions(explicit_schema=explicit, unexpected_field_behavior="infer"),
+            read_options=pa_json.ReadOptions(block_size=block_size),
+            parse_options=pa_json.ParseOptions(explicit_schema=pa.schema(types), unexpected_field_behavior="infer"),
         )

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from airflow_cdc_provider.changes import CHANGE_TYPE, DELETE, RESERVED_COLUMNS, UPSERT
 from airflow_cdc_provider.destinations.base import ApplyStats, Checkpoint, Destination, DestinationTransaction
-from airflow_cdc_provider.destinations.staging import STAGE, DuckDBStage, run
+from airflow_cdc_provider.destinations.staging import DEFAULT_MEMORY_LIMIT, STAGE, DuckDBStage, duckdb_config, run
 from airflow_cdc_provider.exceptions import ChangeDataUnavailableError, ConcurrentSyncError
 from airflow_cdc_provider.schema import OnSchemaChange, SchemaChanges, check_on_schema_change, reconcile
 from airflow_cdc_provider.sql import column_list, key_match, quote_identifier
@@ -61,6 +61,8 @@ class DeltaDestination(Destination):
         ``"fail"`` refuses any change to the existing table's columns, naming the column and both types.
     :param allow_string: also widen any column to a string when a file brings text for it.
     :param staging_dir: the local folder for the temporary staging database; the system's temp folder by default.
+    :param memory_limit: DuckDB's memory cap while staging (``"256MB"``); past it, staging spills to
+        ``staging_dir``. ``None``: DuckDB's default, 80% of the machine's memory.
     """
 
     template_fields = ("table_uri",)
@@ -74,6 +76,7 @@ class DeltaDestination(Destination):
         allow_string: bool = False,
         staging_dir: str | None = None,
         delta_conn_id: str | None = None,
+        memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
     ) -> None:
         self.table_uri = table_uri
         self.storage_options = storage_options
@@ -81,6 +84,7 @@ class DeltaDestination(Destination):
         self.on_schema_change = check_on_schema_change(on_schema_change)
         self.allow_string = allow_string
         self.staging_dir = staging_dir
+        self.memory_limit = memory_limit
 
     @property
     def uri(self) -> str:
@@ -117,7 +121,7 @@ class DeltaDestination(Destination):
     @contextlib.contextmanager
     def transaction(self, stream_id: str) -> Iterator[DeltaTransaction]:
         with tempfile.TemporaryDirectory(prefix="cdc-delta-stage-", dir=self.staging_dir) as folder:
-            con = duckdb.connect(str(Path(folder, "stage.duckdb")))
+            con = duckdb.connect(str(Path(folder, "stage.duckdb")), config=duckdb_config(self.memory_limit))
             try:
                 con.execute("SET TimeZone = 'UTC'")
                 yield DeltaTransaction(con, self, stream_id)

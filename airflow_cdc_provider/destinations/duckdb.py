@@ -25,9 +25,11 @@ from airflow_cdc_provider.destinations.base import (
     DestinationTransaction,
 )
 from airflow_cdc_provider.destinations.staging import (
+    DEFAULT_MEMORY_LIMIT,
     STAGE,
     DuckDBStage,
     column_definitions,
+    duckdb_config,
     evolve,
 )
 from airflow_cdc_provider.exceptions import ConcurrentSyncError
@@ -35,6 +37,7 @@ from airflow_cdc_provider.schema import OnSchemaChange, check_on_schema_change
 from airflow_cdc_provider.sql import column_list, key_match, quote_table_name
 
 _NET = "_cdc_net"
+_ROW = "_cdc_row"
 
 
 class DuckDBDestination(Destination):
@@ -51,9 +54,9 @@ class DuckDBDestination(Destination):
     :param on_schema_change: ``"add_columns"`` (default) adds new columns and applies safe widenings;
         ``"fail"`` refuses any change to the existing table's columns, naming the column and both types.
     :param allow_string: also widen any column to a string when a file brings text for it.
-    :param memory_limit: DuckDB's memory cap for the sync (``"1GB"``; ``None``: DuckDB's default, 80% of the
-        machine's memory). Past it, the staged changes spill to disk beside the database file, so a large
-        backlog does not take the worker's memory.
+    :param memory_limit: DuckDB's memory cap for the sync (``"256MB"``; ``None``: DuckDB's default, 80% of
+        the machine's memory). Past it, the staged changes spill to disk beside the database file, so a large
+        backlog does not take the worker's memory; a larger cap is faster on big backlogs.
     """
 
     template_fields = ("path", "table")
@@ -66,7 +69,7 @@ class DuckDBDestination(Destination):
         checkpoint_table: str = "_cdc_checkpoints",
         on_schema_change: OnSchemaChange = "add_columns",
         allow_string: bool = False,
-        memory_limit: str | None = "1GB",
+        memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
     ) -> None:
         self.path = path
         self.table = table
@@ -94,9 +97,7 @@ class DuckDBDestination(Destination):
 
     @contextlib.contextmanager
     def transaction(self, stream_id: str) -> Iterator[DuckDBTransaction]:
-        # Changes carry their order in _change_sequence, so DuckDB need not keep insertion order (less memory).
-        config = {"preserve_insertion_order": "false"}
-        con = _connect(self.path, config={**config, "memory_limit": self.memory_limit} if self.memory_limit else config)
+        con = _connect(self.path, config=duckdb_config(self.memory_limit))
         try:
             con.execute("BEGIN TRANSACTION")
             yield DuckDBTransaction(con, self, stream_id)
@@ -142,15 +143,21 @@ class DuckDBTransaction(DestinationTransaction):
         if self._stage.schema is None:
             return ApplyStats()
         user_fields = [field for field in self._stage.schema if field.name not in RESERVED_COLUMNS]
-        self._prepare_table(pa.schema(user_fields), primary_key)
-        self._run(f"CREATE TEMP TABLE {_NET} AS {net_effect_query(STAGE, primary_key, order_by)}")
+        self._prepare_table(pa.schema(user_fields))
+        # The net effect is ranked over the key, order and change-type columns and the stage's rowid only:
+        # the window then sorts narrow rows, and the full rows are read once, by rowid, for the insert.
+        narrow = column_list(dict.fromkeys([*primary_key, *order_by, CHANGE_TYPE]))
+        ranked = f"(SELECT {narrow}, rowid AS {_ROW} FROM {STAGE})"
+        self._run(f"CREATE TEMP TABLE {_NET} AS {net_effect_query(ranked, primary_key, order_by)}")
         match = key_match("target", _NET, primary_key)
         delete = f"DELETE FROM {self._table} AS target USING {_NET} WHERE {match} AND {_NET}.{CHANGE_TYPE} = "
         deleted = self._run(delete + "?", [DELETE])[0][0]
         updated = self._run(delete + "?", [UPSERT])[0][0]
         names = column_list(field.name for field in user_fields)
         upserted = self._run(
-            f"INSERT INTO {self._table} ({names}) SELECT {names} FROM {_NET} WHERE {CHANGE_TYPE} = ?", [UPSERT]
+            f"INSERT INTO {self._table} ({names}) SELECT {names} FROM {STAGE} "
+            f"WHERE rowid IN (SELECT {_ROW} FROM {_NET} WHERE {CHANGE_TYPE} = ?)",
+            [UPSERT],
         )[0][0]
         return ApplyStats(rows_inserted=upserted - updated, rows_updated=updated, rows_deleted=deleted)
 
@@ -177,7 +184,7 @@ class DuckDBTransaction(DestinationTransaction):
     def _run(self, sql: str, params: list[Any] | None = None) -> list[Any]:
         return self._con.execute(sql, params).fetchall()
 
-    def _prepare_table(self, columns: pa.Schema, primary_key: Sequence[str]) -> None:
+    def _prepare_table(self, columns: pa.Schema) -> None:
         existing = self._table_schema()
         if existing is not None and self._rebuild:
             self._run(f"DROP TABLE {self._table}")
@@ -186,10 +193,9 @@ class DuckDBTransaction(DestinationTransaction):
             schema, _, _ = self._table_name.rpartition(".")
             if schema:
                 self._run(f"CREATE SCHEMA IF NOT EXISTS {quote_table_name(schema)}")
-            self._run(
-                f"CREATE TABLE {self._table} ({column_definitions(self._con, columns)}, "
-                f"PRIMARY KEY ({column_list(primary_key)}))"
-            )
+            # No PRIMARY KEY: DuckDB's key index must fit in memory, which would bound the table by the
+            # worker's memory. The merge itself keeps one row per key.
+            self._run(f"CREATE TABLE {self._table} ({column_definitions(self._con, columns)})")
         else:
             evolve(
                 self._con,

@@ -21,6 +21,16 @@ from airflow_cdc_provider.sql import column_list, quote_identifier
 
 STAGE = "_cdc_stage"
 _BATCHES = "_cdc_batches"
+# DuckDB's buffer cap while staging and merging. Past it, staged changes spill to disk, so a backlog of
+# gigabytes syncs in a few hundred MiB of the worker's memory; raise it for speed on a roomy worker.
+DEFAULT_MEMORY_LIMIT = "256MB"
+
+
+def duckdb_config(memory_limit: str | None) -> dict[str, Any]:
+    """Connection settings for staging: ``memory_limit`` (``None``: DuckDB's default, 80% of the machine)."""
+    # Changes carry their order in _change_sequence, so DuckDB need not keep insertion order (less memory).
+    config: dict[str, Any] = {"preserve_insertion_order": "false"}
+    return {**config, "memory_limit": memory_limit} if memory_limit else config
 
 
 class DuckDBStage:
