@@ -30,6 +30,11 @@ class EmptyChangeFileError(BadChangeFileError):
     """A change file holds no rows; without rows it cannot be told apart from a truncated upload."""
 
 
+class FileChangedError(ChangeFeedError):
+    """A file was rewritten since it was listed: it is not read, moved or deleted in this run (the next run
+    sees the new version)."""
+
+
 class MissingTimestampColumnError(ChangeFeedError):
     """Incremental mode was asked for, but a batch lacks the timestamp column."""
 

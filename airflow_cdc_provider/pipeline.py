@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -33,6 +33,8 @@ class Log(Protocol):
     """A logger: ``logging.Logger``, or an operator's ``self.log``."""
 
     def info(self, msg: Any, /, *args: Any, **kwargs: Any) -> Any: ...
+
+    def warning(self, msg: Any, /, *args: Any, **kwargs: Any) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,8 @@ def run_sync(
             "high_water": newer.high_water if newer else None,
         }
         transaction.commit(new_checkpoint)
+    if pull.after_commit is not None:
+        _after_commit(pull.after_commit, spec.stream_id, logger)
     summary.files = pull.units_done
     summary.rows_inserted, summary.rows_updated, summary.rows_deleted = (
         stats.rows_inserted,
@@ -157,6 +161,17 @@ def run_sync(
         summary.seconds,
     )
     return summary
+
+
+def _after_commit(action: Callable[[], str], stream_id: str, logger: Log) -> None:
+    """Run the source's post-commit step; its failure is logged, not raised: the changes are committed, and
+    failing the task would withhold the asset event. The next run tries again."""
+    try:
+        logger.info("Stream %s: %s", stream_id, action())
+    except Exception as err:
+        logger.warning(
+            "Stream %s committed, but tidying the applied files failed (%r); the next run retries", stream_id, err
+        )
 
 
 class _Progress:

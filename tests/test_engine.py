@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import pytest
 
 from airflow_cdc_provider.destinations.duckdb import DuckDBDestination
 from airflow_cdc_provider.hooks.local import LocalChangeFeedHook
@@ -104,3 +107,42 @@ def test_folder_from_a_cdc_local_connection(tmp_path: Path, monkeypatch) -> None
     )
     hook = LocalChangeFeedHook("landing", local_conn_id="landing")
     assert hook.uri == (tmp_path / "base" / "landing").as_uri()
+
+
+def test_applied_files_are_archived_after_the_commit_and_never_listed_again(tmp_path: Path) -> None:
+    feed = Feed(tmp_path)
+    feed.source.applied_files = "archive"
+    land(feed.landing, "a.csv", "id,v\n1,x\n", at=T0)
+    land(feed.landing, "sub/b.csv", "id,v\n2,y\n", at=T0 + 60)
+    assert feed.sync() == 2
+    archived = sorted(p.relative_to(feed.landing).as_posix() for p in feed.landing.rglob("*.csv"))
+    assert archived == ["_applied/a.csv", "_applied/sub/b.csv"]
+    assert feed.sync() == 0
+    assert rows(feed.database) == [(1, "x"), (2, "y")]
+
+
+class _BrokenArchive(LocalChangeFeedHook):
+    """A local folder whose archive step fails, as a store without write rights does."""
+
+    def move(self, file: object, path: str) -> None:
+        raise PermissionError("no write access to the archive folder")
+
+
+def test_a_failed_tidy_up_keeps_the_commit_and_the_next_run_finishes_it(tmp_path: Path, caplog: Any) -> None:
+    feed = Feed(tmp_path)
+    land(feed.landing, "a.csv", "id,v\n1,x\n", at=T0)
+    broken = _BrokenArchive(str(feed.landing), applied_files="archive")
+    with caplog.at_level(logging.WARNING):
+        summary = run_sync(broken, feed.destination, SyncSpec("s", ("id",)))
+    assert summary.files == 1 and rows(feed.database) == [(1, "x")]
+    assert "tidying the applied files failed" in caplog.text and "no write access" in caplog.text
+    feed.source.applied_files = "delete"
+    assert feed.sync() == 0  # nothing applied twice; the file left behind is deleted now
+    assert not list(feed.landing.rglob("*.csv"))
+
+
+def test_the_archive_folder_must_be_one_the_feed_skips(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="must start with '_' or '.'"):
+        LocalChangeFeedHook(str(tmp_path), applied_files="archive", archive_folder="archive")
+    with pytest.raises(ValueError, match="applied_files must be one of"):
+        LocalChangeFeedHook(str(tmp_path), applied_files="move")  # type: ignore[arg-type]

@@ -154,6 +154,13 @@ class Store:
     auth_error: str
     bad_kwargs: dict[str, Any]
     clock: Iterator[dt.datetime] = field(default_factory=lambda: (BASE + dt.timedelta(minutes=i) for i in range(10**6)))
+    writer_hook: Callable[[], FileChangeFeedHook] | None = None  # when ``hook`` may only read
+
+    def tidying_hook(self, applied_files: str) -> FileChangeFeedHook:
+        """A hook that archives or deletes what it applied."""
+        hook = (self.writer_hook or self.hook)()
+        hook.applied_files = applied_files  # type: ignore[assignment]
+        return hook
 
     def put_in_order(self, path: str, data: bytes) -> None:
         """Upload with a last-modified later than every earlier upload of this test."""
@@ -345,14 +352,14 @@ def wasb_store(azurite: dict[str, Any], monkeypatch: pytest.MonkeyPatch, prefix:
     )
 
 
-def container_sas_url(azurite: dict[str, Any], *, read: bool = True, list_: bool = True) -> str:
+def container_sas_url(azurite: dict[str, Any], *, read: bool = True, list_: bool = True, write: bool = False) -> str:
     from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
     token = generate_container_sas(
         AZURITE_ACCOUNT,
         BUCKET,
         account_key=AZURITE_KEY,
-        permission=ContainerSasPermissions(read=read, list=list_),
+        permission=ContainerSasPermissions(read=read, list=list_, write=write, create=write, delete=write),
         expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1),
     )
     return f"{azurite['endpoint']}/{BUCKET}?{token}"
@@ -366,6 +373,8 @@ def landing_zone_store(azurite: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
     # A SAS signed with another key: what a revoked or mistyped token looks like to the service.
     forged = sas_url.replace("sig=", "sig=AAAA", 1)
     bad = connection(monkeypatch, "cdc_lz_bad", conn_type="cdc_landing_zone", password=forged)
+    writer_sas_url = container_sas_url(azurite, write=True)
+    writer = connection(monkeypatch, "cdc_lz_writer", conn_type="cdc_landing_zone", password=writer_sas_url)
     return Store(
         name="landing_zone",
         hook=lambda: LandingZoneChangeFeedHook(prefix, landing_zone_conn_id=good),
@@ -376,6 +385,7 @@ def landing_zone_store(azurite: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
         source_kwargs={"prefix": prefix, "landing_zone_conn_id": good},
         auth_error="refused the credentials",
         bad_kwargs={"prefix": prefix, "landing_zone_conn_id": bad},
+        writer_hook=lambda: LandingZoneChangeFeedHook(prefix, landing_zone_conn_id=writer),
     )
 
 
@@ -594,6 +604,41 @@ def check_two_runs_equal_the_model(store: Store, destination: DuckDBDestination)
 
 def test_changes_over_files_and_two_runs_equal_the_model(store: Store, destination: DuckDBDestination) -> None:
     check_two_runs_equal_the_model(store, destination)
+
+
+@pytest.mark.parametrize("applied_files", ["archive", "delete"])
+def test_applied_files_are_archived_or_deleted_once_committed(
+    store: Store, destination: DuckDBDestination, applied_files: str
+) -> None:
+    model: dict[int, tuple[Any, Any]] = {}
+    for name, rows in RUN_1:
+        store.put_in_order(name, change_file(name, rows))
+        apply_to_model(model, rows)
+    sync(store.hook(), destination)  # applied, but not tidied: as if the run stopped right after its commit
+    assert sorted(file.path for file in store.hook().list_files()) == [name for name, _ in RUN_1]
+    for name, rows in RUN_2:
+        store.put_in_order(name, change_file(name, rows))
+        apply_to_model(model, rows)
+
+    summary = sync(store.tidying_hook(applied_files), destination)
+
+    assert summary.files == len(RUN_2)  # the files left behind are tidied, not applied again
+    assert read_items(Path(destination.path)) == model
+    every_file = sorted(name for name, _ in RUN_1 + RUN_2)
+    left = sorted(file.path for file in store.hook().list_files())
+    assert left == ([f"_applied/{name}" for name in every_file] if applied_files == "archive" else [])
+    assert sync(store.hook(), destination).files == 0
+
+
+def test_a_file_rewritten_after_the_listing_is_not_tidied(store: Store, destination: DuckDBDestination) -> None:
+    name, rows = RUN_1[0]
+    store.put_in_order(name, change_file(name, rows))
+    hook = store.tidying_hook("delete")
+    pull = hook.pull(None, SPEC_KEY)
+    store.put_in_order(name, change_file(name, rows[:2]))  # a new version lands before the tidy-up
+    assert pull.after_commit is not None
+    assert "left 1 rewritten since listed" in pull.after_commit()
+    assert [file.path for file in store.hook().list_files()] == [name]
 
 
 def test_late_file_with_an_older_last_modified_is_applied_exactly_once(

@@ -6,13 +6,14 @@ namespace or not, and on Azurite.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 from azure.core import MatchConditions
 from azure.storage.blob import ContainerClient
 
 from airflow_cdc_provider.hooks.files import ChangeFile
-from airflow_cdc_provider.hooks.remote import join_key, list_prefix, relative_key, utc
+from airflow_cdc_provider.hooks.remote import join_key, list_prefix, relative_key, unless_changed, utc
 
 # ADLS Gen2 accounts show folders as empty blobs with this metadata.
 _FOLDER_METADATA = "hdi_isfolder"
@@ -45,3 +46,31 @@ def download_blob_file(container: ContainerClient, prefix: str, file: ChangeFile
     )
     with open(local_path, "wb") as out:
         downloader.readinto(out)
+
+
+def move_blob_file(container: ContainerClient, prefix: str, file: ChangeFile, path: str) -> None:
+    """Copy the listed version of ``file`` to ``path`` inside the container, then delete it.
+
+    A copy inside one account is done by the service; the source URL carries the client's SAS, if any.
+    """
+    source = container.get_blob_client(join_key(prefix, file.path))
+    target = container.get_blob_client(join_key(prefix, path))
+    with unless_changed(file):
+        copy = target.start_copy_from_url(
+            source.url, source_etag=f'"{file.identity}"', source_match_condition=MatchConditions.IfNotModified
+        )
+    status, deadline = copy.get("copy_status"), time.monotonic() + 60
+    while status == "pending" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = target.get_blob_properties().copy.status
+    if status != "success":
+        raise RuntimeError(f"copying {source.blob_name} to {target.blob_name} ended {status!r}; it is left in place")
+    remove_blob_file(container, prefix, file)
+
+
+def remove_blob_file(container: ContainerClient, prefix: str, file: ChangeFile) -> None:
+    """Delete the listed version of ``file`` (the ETag condition spares a blob rewritten since)."""
+    with unless_changed(file):
+        container.delete_blob(
+            join_key(prefix, file.path), etag=f'"{file.identity}"', match_condition=MatchConditions.IfNotModified
+        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -20,6 +20,9 @@ class ChangePull:
     :param units_total: how many units (files, versions) the pull reads, for progress.
     :param unit: what a unit is called in the log.
     :param units_done: advanced by ``batches`` as each unit is read whole.
+    :param names: the units' names, for the log.
+    :param after_commit: run by the pipeline once the changes are committed (never before), e.g. to archive
+        the applied files; returns a line for the log.
     """
 
     batches: Iterator[pa.RecordBatch]
@@ -28,6 +31,7 @@ class ChangePull:
     unit: str = "files"
     units_done: int = 0
     names: list[str] = field(default_factory=list)
+    after_commit: Callable[[], str] | None = None
 
 
 @runtime_checkable

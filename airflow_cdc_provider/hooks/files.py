@@ -11,6 +11,10 @@ modified at or after ``watermark - lookback`` that are not in ``recent`` with th
 that lands late with an older last-modified (a multipart upload keeps its start time) is still applied,
 once, as long as it is no older than the look-back window; a file rewritten in place (new identity) is
 applied again.
+
+Applied files stay where they are by default. ``applied_files="archive"`` moves them under
+``archive_folder`` and ``"delete"`` deletes them, only once the destination has committed them; a run that
+stops in between leaves them, and the next run tidies every applied file it still sees.
 """
 
 from __future__ import annotations
@@ -20,16 +24,19 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Literal, get_args
 
 import pyarrow as pa
 from airflow.sdk import BaseHook
 
 from airflow_cdc_provider.changes import prepare_batch
+from airflow_cdc_provider.exceptions import FileChangedError
 from airflow_cdc_provider.formats import FileFormat
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
 
 DEFAULT_LOOKBACK = timedelta(hours=1)
+AppliedFiles = Literal["keep", "archive", "delete"]
+DEFAULT_ARCHIVE_FOLDER = "_applied"
 # Names that writers use for unfinished or marker files (Spark, Hadoop, editors, partial downloads).
 _IGNORED_PREFIXES = (".", "_")
 _IGNORED_SUFFIXES = (".tmp", ".partial", ".crdownload", ".filepart")
@@ -58,6 +65,13 @@ class FileChangeFeedHook(BaseHook, ABC):
         with an older last-modified time. Files older than that which were never applied are not seen.
     :param file_format: how to read the files (format, CSV delimiter, encoding, column types);
         by default the format comes from each file's name.
+    :param applied_files: what to do with a file once its changes are committed: ``"keep"`` (default),
+        ``"archive"`` (move it under ``archive_folder``) or ``"delete"``. Never before the commit; a file
+        rewritten since it was listed is left for the next run. Needs write and delete rights on the store.
+        A full refresh re-reads only the files still in the feed.
+    :param archive_folder: where ``"archive"`` moves files, relative to the feed's root, keeping their
+        sub-paths (an archived path that is applied again replaces the older copy). It must start with
+        ``_`` or ``.`` so the feed never lists what it archived.
     """
 
     def __init__(
@@ -65,11 +79,22 @@ class FileChangeFeedHook(BaseHook, ABC):
         *,
         lookback: timedelta = DEFAULT_LOOKBACK,
         file_format: FileFormat | None = None,
+        applied_files: AppliedFiles = "keep",
+        archive_folder: str = DEFAULT_ARCHIVE_FOLDER,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if applied_files not in get_args(AppliedFiles):
+            raise ValueError(f"applied_files must be one of {get_args(AppliedFiles)}, not {applied_files!r}")
+        if _is_complete(f"{archive_folder.strip('/')}/x"):
+            raise ValueError(
+                f"archive_folder {archive_folder!r} must start with '_' or '.' (e.g. '_applied'), "
+                "or the feed would list the archived files again"
+            )
         self.lookback = lookback
         self.file_format = file_format or FileFormat()
+        self.applied_files = applied_files
+        self.archive_folder = archive_folder
 
     # -- the store: what each source implements ------------------------------------------------------
 
@@ -85,6 +110,17 @@ class FileChangeFeedHook(BaseHook, ABC):
     @abstractmethod
     def fetch(self, file: ChangeFile) -> contextlib.AbstractContextManager[str]:
         """A local path holding the file's bytes while the context is open (downloaded in chunks)."""
+
+    def move(self, file: ChangeFile, path: str) -> None:
+        """Move the listed version of ``file`` to ``path`` (relative to the root), replacing a file there.
+
+        Raises :class:`FileChangedError` if the file was rewritten since it was listed.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot archive applied files")
+
+    def remove(self, file: ChangeFile) -> None:
+        """Delete the listed version of ``file``; :class:`FileChangedError` if it was rewritten since."""
+        raise NotImplementedError(f"{type(self).__name__} cannot delete applied files")
 
     # -- the engine ----------------------------------------------------------------------------------
 
@@ -117,7 +153,28 @@ class FileChangeFeedHook(BaseHook, ABC):
             names=[file.path for file in pending],
         )
         pull.batches = self._read(pending, primary_key, pull)
+        if self.applied_files != "keep":
+            # This pull's files, and applied files an interrupted run left behind.
+            recent: dict[str, str] = cursor["recent"] if cursor else {}
+            applied = [*pending, *(file for file in listed if recent.get(file.path) == file.identity)]
+            pull.after_commit = lambda: self.tidy(applied)
         return pull
+
+    def tidy(self, files: Sequence[ChangeFile]) -> str:
+        """Archive or delete applied ``files`` (as ``applied_files`` says); return a line for the log."""
+        done, rewritten = 0, []
+        for file in files:
+            try:
+                if self.applied_files == "delete":
+                    self.remove(file)
+                else:
+                    self.move(file, f"{self.archive_folder.strip('/')}/{file.path}")
+                done += 1
+            except FileChangedError:
+                rewritten.append(file.path)
+        action = "deleted" if self.applied_files == "delete" else f"moved under {self.archive_folder.strip('/')}/"
+        left = f"; left {len(rewritten)} rewritten since listed: {', '.join(rewritten)}" if rewritten else ""
+        return f"{done} applied files {action}{left}"
 
     def location(self, file: ChangeFile) -> str:
         """The file's full location, as errors and logs name it."""

@@ -7,23 +7,33 @@ from functools import cached_property
 from typing import Any
 
 from airflow.providers.google.cloud.hooks.gcs import GCSHook
+from google.cloud.storage import Bucket
 
+from airflow_cdc_provider.exceptions import FileChangedError
 from airflow_cdc_provider.hooks.files import ChangeFile
-from airflow_cdc_provider.hooks.remote import RemoteFileChangeFeedHook, join_key, list_prefix, relative_key, utc
+from airflow_cdc_provider.hooks.remote import (
+    RemoteFileChangeFeedHook,
+    join_key,
+    list_prefix,
+    relative_key,
+    unless_changed,
+    utc,
+)
 
 
 class GCSChangeFeedHook(RemoteFileChangeFeedHook):
     """Change files under a prefix of a GCS bucket; a file's identity is its generation.
 
     Credentials come from the Google Cloud connection (key file, key JSON, impersonation, or the
-    environment's default credentials). Needs ``storage.objects.list`` and ``storage.objects.get``.
+    environment's default credentials). Needs ``storage.objects.list`` and ``storage.objects.get`` (and
+    ``storage.objects.create`` and ``storage.objects.delete`` to archive or delete applied files).
 
     :param bucket: the bucket name. Templated.
     :param prefix: the folder-like prefix holding the change files, searched recursively
         (``""``: the whole bucket). Templated.
     :param gcp_conn_id: the Airflow connection of type ``google_cloud_platform``.
     :param kwargs: passed to :class:`~airflow_cdc_provider.hooks.remote.RemoteFileChangeFeedHook`
-        (``lookback``, ``file_format``, ``download_dir``).
+        (``lookback``, ``file_format``, ``applied_files``, ``archive_folder``, ``download_dir``).
     """
 
     conn_name_attr = "gcp_conn_id"
@@ -61,5 +71,33 @@ class GCSChangeFeedHook(RemoteFileChangeFeedHook):
         # Streams the response into the file. The generation pins the listed version: a file replaced
         # since the listing fails the run instead of applying bytes the checkpoint does not record.
         bucket = self.hook.get_conn().bucket(self.bucket)
-        generation = int(file.identity) if file.identity.isdigit() else None
-        bucket.blob(join_key(self.prefix, file.path), generation=generation).download_to_filename(local_path)
+        bucket.blob(join_key(self.prefix, file.path), generation=_generation(file)).download_to_filename(local_path)
+
+    def move(self, file: ChangeFile, path: str) -> None:
+        bucket = self._listed_in(file)
+        with unless_changed(file):
+            bucket.copy_blob(
+                bucket.blob(join_key(self.prefix, file.path)),
+                bucket,
+                join_key(self.prefix, path),
+                if_source_generation_match=_generation(file),
+            )
+        self.remove(file)
+
+    def remove(self, file: ChangeFile) -> None:
+        bucket = self._listed_in(file)
+        with unless_changed(file):
+            bucket.delete_blob(join_key(self.prefix, file.path), if_generation_match=_generation(file))
+
+    def _listed_in(self, file: ChangeFile) -> Bucket:
+        """The bucket, once the file is seen to be the listed generation. The generation conditions on the
+        copy and delete guard the same on GCS; some emulators ignore them, so it is checked first too."""
+        bucket = self.hook.get_conn().bucket(self.bucket)
+        blob = bucket.get_blob(join_key(self.prefix, file.path))
+        if blob is None or str(blob.generation or blob.etag) != file.identity:
+            raise FileChangedError(f"{self.location(file)} was rewritten since it was listed")
+        return bucket
+
+
+def _generation(file: ChangeFile) -> int | None:
+    return int(file.identity) if file.identity.isdigit() else None

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 from airflow.sdk.log import mask_secret
 from azure.storage.blob import ContainerClient
 
-from airflow_cdc_provider.hooks.azure_blob import download_blob_file, list_blob_files
+from airflow_cdc_provider.hooks.azure_blob import download_blob_file, list_blob_files, move_blob_file, remove_blob_file
 from airflow_cdc_provider.hooks.files import ChangeFile
 from airflow_cdc_provider.hooks.remote import RemoteFileChangeFeedHook
 
@@ -28,14 +28,15 @@ class LandingZoneSasError(ValueError):
 class LandingZoneChangeFeedHook(RemoteFileChangeFeedHook):
     """Change files in an Azure data landing zone reached with a container SAS URL; identity is the ETag.
 
-    The SAS needs the *read* and *list* permissions on the container.
+    The SAS needs the *read* and *list* permissions on the container (and *write* and *delete* to archive or
+    delete applied files).
 
     :param prefix: the folder-like prefix inside the container holding the change files, searched
         recursively (``""``: the whole container). Templated.
     :param landing_zone_conn_id: the Airflow connection of type ``cdc_landing_zone``: password = the container
         SAS URL, or host = the container URL and password = the SAS token.
     :param kwargs: passed to :class:`~airflow_cdc_provider.hooks.remote.RemoteFileChangeFeedHook`
-        (``lookback``, ``file_format``, ``download_dir``).
+        (``lookback``, ``file_format``, ``applied_files``, ``archive_folder``, ``download_dir``).
     """
 
     conn_name_attr = "landing_zone_conn_id"
@@ -93,3 +94,9 @@ class LandingZoneChangeFeedHook(RemoteFileChangeFeedHook):
 
     def download(self, file: ChangeFile, local_path: str) -> None:
         download_blob_file(self.container_client, self.prefix, file, local_path)
+
+    def move(self, file: ChangeFile, path: str) -> None:
+        move_blob_file(self.container_client, self.prefix, file, path)
+
+    def remove(self, file: ChangeFile) -> None:
+        remove_blob_file(self.container_client, self.prefix, file)

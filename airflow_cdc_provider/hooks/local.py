@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from airflow_cdc_provider.exceptions import FileChangedError
 from airflow_cdc_provider.hooks.files import ChangeFile, FileChangeFeedHook
 
 
@@ -23,7 +24,7 @@ class LocalChangeFeedHook(FileChangeFeedHook):
     :param local_conn_id: optional connection of type ``cdc_local`` whose extra ``{"path": ...}`` is the
         base folder, so one DAG runs against different folders per deployment.
     :param kwargs: passed to :class:`~airflow_cdc_provider.hooks.files.FileChangeFeedHook`
-        (``lookback``, ``file_format``).
+        (``lookback``, ``file_format``, ``applied_files``, ``archive_folder``).
     """
 
     conn_name_attr = "local_conn_id"
@@ -58,11 +59,29 @@ class LocalChangeFeedHook(FileChangeFeedHook):
                     modified=_utc_from_ns(stat.st_mtime_ns),
                     path=full.relative_to(root).as_posix(),
                     size=stat.st_size,
-                    identity=f"{stat.st_size}-{stat.st_mtime_ns}",
+                    identity=_identity(stat),
                 )
 
     def fetch(self, file: ChangeFile) -> contextlib.AbstractContextManager[str]:
         return contextlib.nullcontext(str(self.root / file.path))
+
+    def move(self, file: ChangeFile, path: str) -> None:
+        source, target = self._listed(file), self.root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+
+    def remove(self, file: ChangeFile) -> None:
+        self._listed(file).unlink()
+
+    def _listed(self, file: ChangeFile) -> Path:
+        path = self.root / file.path
+        if _identity(path.stat()) != file.identity:
+            raise FileChangedError(f"{path} was rewritten since it was listed")
+        return path
+
+
+def _identity(stat: os.stat_result) -> str:
+    return f"{stat.st_size}-{stat.st_mtime_ns}"
 
 
 def _utc_from_ns(nanoseconds: int) -> datetime:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow_cdc_provider.exceptions import ChangeFeedError
+from airflow_cdc_provider.exceptions import ChangeFeedError, FileChangedError
 from airflow_cdc_provider.hooks.files import ChangeFile, FileChangeFeedHook
 
 DOWNLOAD_CHUNK_BYTES = 8 * 1024 * 1024
@@ -32,7 +32,7 @@ class RemoteFileChangeFeedHook(FileChangeFeedHook):
     :param download_dir: where temporary downloads go (default: the system's temporary folder). Each file is
         removed as soon as it is read, so this needs room for the largest change file only.
     :param kwargs: passed to :class:`~airflow_cdc_provider.hooks.files.FileChangeFeedHook`
-        (``lookback``, ``file_format``).
+        (``lookback``, ``file_format``, ``applied_files``, ``archive_folder``).
     """
 
     def __init__(self, *, download_dir: str | None = None, **kwargs: Any) -> None:
@@ -82,6 +82,18 @@ def relative_key(prefix: str, key: str) -> str:
 def list_prefix(prefix: str) -> str:
     """The listing prefix for a folder-like prefix: ``landing`` lists ``landing/...``, not ``landing2/...``."""
     return prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+
+
+@contextlib.contextmanager
+def unless_changed(file: ChangeFile) -> Iterator[None]:
+    """Turn a store's "precondition failed" (HTTP 412: the file is not the listed version) into
+    :class:`FileChangedError`."""
+    try:
+        yield
+    except Exception as err:
+        if http_status(err) != 412:
+            raise
+        raise FileChangedError(f"{file.path} was rewritten since it was listed") from err
 
 
 def utc(moment: datetime) -> datetime:

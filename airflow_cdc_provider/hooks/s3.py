@@ -15,6 +15,7 @@ from airflow_cdc_provider.hooks.remote import (
     join_key,
     list_prefix,
     relative_key,
+    unless_changed,
     utc,
 )
 
@@ -24,14 +25,15 @@ class S3ChangeFeedHook(RemoteFileChangeFeedHook):
 
     Credentials, region and endpoint (``endpoint_url`` in the extra, for MinIO and other S3-compatible
     stores) come from the Amazon connection, as for any S3 task. Needs ``s3:ListBucket`` on the bucket and
-    ``s3:GetObject`` on the prefix.
+    ``s3:GetObject`` on the prefix (and ``s3:PutObject`` and ``s3:DeleteObject`` to archive or delete
+    applied files).
 
     :param bucket: the bucket name. Templated.
     :param prefix: the folder-like prefix holding the change files, searched recursively
         (``""``: the whole bucket). Templated.
     :param aws_conn_id: the Airflow connection of type ``aws``.
     :param kwargs: passed to :class:`~airflow_cdc_provider.hooks.remote.RemoteFileChangeFeedHook`
-        (``lookback``, ``file_format``, ``download_dir``).
+        (``lookback``, ``file_format``, ``applied_files``, ``archive_folder``, ``download_dir``).
     """
 
     conn_name_attr = "aws_conn_id"
@@ -79,3 +81,18 @@ class S3ChangeFeedHook(RemoteFileChangeFeedHook):
                     out.write(chunk)
         finally:
             body.close()
+
+    def move(self, file: ChangeFile, path: str) -> None:
+        # A managed copy (multipart past 5 GB) of the listed version only, then the delete.
+        source = {"Bucket": self.bucket, "Key": join_key(self.prefix, file.path)}
+        with unless_changed(file):
+            self.hook.get_conn().copy(
+                source, self.bucket, join_key(self.prefix, path), ExtraArgs={"CopySourceIfMatch": f'"{file.identity}"'}
+            )
+        self.remove(file)
+
+    def remove(self, file: ChangeFile) -> None:
+        with unless_changed(file):
+            self.hook.get_conn().delete_object(
+                Bucket=self.bucket, Key=join_key(self.prefix, file.path), IfMatch=f'"{file.identity}"'
+            )

@@ -12,12 +12,9 @@ from typing import Any
 from airflow.providers.sftp.hooks.sftp import SFTPHook
 from paramiko import SFTPClient
 
+from airflow_cdc_provider.exceptions import FileChangedError
 from airflow_cdc_provider.hooks.files import ChangeFile
 from airflow_cdc_provider.hooks.remote import RemoteFileChangeFeedHook
-
-
-class FileChangedError(RuntimeError):
-    """A file was rewritten between the listing and its download; the run applies nothing and can be retried."""
 
 
 class SFTPChangeFeedHook(RemoteFileChangeFeedHook):
@@ -31,7 +28,7 @@ class SFTPChangeFeedHook(RemoteFileChangeFeedHook):
     :param conn_retry_attempts: how many times to try connecting before failing (the SSH hook waits 3-5 s
         between attempts; wrong credentials fail on every attempt).
     :param kwargs: passed to :class:`~airflow_cdc_provider.hooks.remote.RemoteFileChangeFeedHook`
-        (``lookback``, ``file_format``, ``download_dir``).
+        (``lookback``, ``file_format``, ``applied_files``, ``archive_folder``, ``download_dir``).
     """
 
     conn_name_attr = "sftp_conn_id"
@@ -76,13 +73,39 @@ class SFTPChangeFeedHook(RemoteFileChangeFeedHook):
                 )
 
     def download(self, file: ChangeFile, local_path: str) -> None:
-        remote = posixpath.join(self.path, file.path)
         with self.hook.get_managed_conn() as sftp:
-            now = sftp.stat(remote)
-            if f"{now.st_size}-{now.st_mtime}" != file.identity:
-                raise FileChangedError(
-                    f"sftp file {remote} changed since it was listed (size-mtime {file.identity} -> "
-                    f"{now.st_size}-{now.st_mtime}); nothing was applied, run again to pick up the new version"
-                )
             # paramiko reads the file in pipelined 32 KiB requests straight into local_path.
-            sftp.get(remote, local_path)
+            sftp.get(self._listed(sftp, file), local_path)
+
+    def move(self, file: ChangeFile, path: str) -> None:
+        target = posixpath.join(self.path, path)
+        with self.hook.get_managed_conn() as sftp:
+            source = self._listed(sftp, file)
+            _make_folders(sftp, posixpath.dirname(target))
+            sftp.posix_rename(source, target)  # replaces a file already there, unlike rename
+
+    def remove(self, file: ChangeFile) -> None:
+        with self.hook.get_managed_conn() as sftp:
+            sftp.remove(self._listed(sftp, file))
+
+    def _listed(self, sftp: SFTPClient, file: ChangeFile) -> str:
+        """The file's remote path, after checking it still is the version listed."""
+        remote = posixpath.join(self.path, file.path)
+        now = sftp.stat(remote)
+        if f"{now.st_size}-{now.st_mtime}" != file.identity:
+            raise FileChangedError(
+                f"sftp file {remote} changed since it was listed (size-mtime {file.identity} -> "
+                f"{now.st_size}-{now.st_mtime}); nothing was applied, run again to pick up the new version"
+            )
+        return remote
+
+
+def _make_folders(sftp: SFTPClient, folder: str) -> None:
+    """``mkdir -p`` over SFTP."""
+    if not folder or folder in ("/", "."):
+        return
+    try:
+        sftp.stat(folder)
+    except FileNotFoundError:
+        _make_folders(sftp, posixpath.dirname(folder))
+        sftp.mkdir(folder)

@@ -9,7 +9,7 @@ from typing import Any
 from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
 from azure.storage.blob import ContainerClient
 
-from airflow_cdc_provider.hooks.azure_blob import download_blob_file, list_blob_files
+from airflow_cdc_provider.hooks.azure_blob import download_blob_file, list_blob_files, move_blob_file, remove_blob_file
 from airflow_cdc_provider.hooks.files import ChangeFile
 from airflow_cdc_provider.hooks.remote import RemoteFileChangeFeedHook
 
@@ -26,7 +26,7 @@ class WasbChangeFeedHook(RemoteFileChangeFeedHook):
         (``""``: the whole container). Templated.
     :param wasb_conn_id: the Airflow connection of type ``wasb``.
     :param kwargs: passed to :class:`~airflow_cdc_provider.hooks.remote.RemoteFileChangeFeedHook`
-        (``lookback``, ``file_format``, ``download_dir``).
+        (``lookback``, ``file_format``, ``applied_files``, ``archive_folder``, ``download_dir``).
     """
 
     conn_name_attr = "wasb_conn_id"
@@ -56,3 +56,9 @@ class WasbChangeFeedHook(RemoteFileChangeFeedHook):
 
     def download(self, file: ChangeFile, local_path: str) -> None:
         download_blob_file(self.container_client, self.prefix, file, local_path)
+
+    def move(self, file: ChangeFile, path: str) -> None:
+        move_blob_file(self.container_client, self.prefix, file, path)
+
+    def remove(self, file: ChangeFile) -> None:
+        remove_blob_file(self.container_client, self.prefix, file)
