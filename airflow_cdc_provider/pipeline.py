@@ -74,6 +74,7 @@ class SyncSummary:
     rows_deleted: int = 0
     seconds: float = 0.0
     cursor: dict[str, Any] = field(default_factory=dict)
+    files_quarantined: dict[str, str] = field(default_factory=dict)
 
     @property
     def rows_upserted(self) -> int:
@@ -139,6 +140,9 @@ def run_sync(
             "high_water": newer.high_water if newer else None,
         }
         transaction.commit(new_checkpoint)
+    summary.files_quarantined = pull.quarantined
+    for name, error in pull.quarantined.items():
+        logger.warning("Stream %s: quarantined %s, nothing of it applied: %s", spec.stream_id, name, error)
     if pull.after_commit is not None:
         _after_commit(pull.after_commit, spec.stream_id, logger)
     summary.files = pull.units_done

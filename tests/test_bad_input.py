@@ -8,11 +8,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from airflow_cdc_provider.destinations.base import Destination
+from airflow_cdc_provider.destinations.duckdb import DuckDBDestination
 from airflow_cdc_provider.exceptions import (
     BadChangeFileError,
     EmptyChangeFileError,
@@ -106,3 +108,31 @@ def test_bad_file_is_named_and_nothing_is_applied(tmp_path: Path, target: Target
     (landing / name).unlink()  # the remedy: remove the bad file; the good one then applies
     run_sync(source, destination, spec)
     assert target.read("t")[1] == {2: {"id": 2, "name": "grace"}}
+
+
+QUARANTINABLE = {case: spec for case, spec in BAD_FILES.items() if spec[2] is not SchemaChangeError}
+
+
+@pytest.mark.parametrize("case", QUARANTINABLE)
+def test_a_quarantined_bad_file_is_set_aside_reported_and_never_retried(
+    case: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    name, content, _, fragments = QUARANTINABLE[case]
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    _write(landing, "a_good.csv", GOOD, age=0)
+    _write(landing, name, content, age=1)
+    _write(landing, "c_good.csv", "id,name,_change_request_type\n1,,d\n5,alan,u\n", age=2)
+    source = LocalChangeFeedHook(str(landing), bad_files="quarantine", applied_files="archive")
+    destination = DuckDBDestination(str(tmp_path / "db.duckdb"), "t")
+
+    summary = run_sync(source, destination, SyncSpec("s", ("id",)))
+
+    assert summary.files == 2 and list(summary.files_quarantined) == [name]
+    assert all(fragment in summary.files_quarantined[name] for fragment in fragments)
+    assert f"quarantined {name}" in caplog.text
+    with duckdb.connect(destination.path, read_only=True) as con:
+        assert con.execute("SELECT id, name FROM t ORDER BY id").fetchall() == [(2, "grace"), (5, "alan")]
+    assert (landing / "_quarantine" / name).read_bytes() == (content.encode() if isinstance(content, str) else content)
+    assert sorted(p.name for p in (landing / "_applied").iterdir()) == ["a_good.csv", "c_good.csv"]
+    assert run_sync(source, destination, SyncSpec("s", ("id",))).files == 0

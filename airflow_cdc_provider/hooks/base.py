@@ -23,6 +23,8 @@ class ChangePull:
     :param names: the units' names, for the log.
     :param after_commit: run by the pipeline once the changes are committed (never before), e.g. to archive
         the applied files; returns a line for the log.
+    :param quarantined: units set aside instead of failing the run, each with its error; filled while
+        ``batches`` is read.
     """
 
     batches: Iterator[pa.RecordBatch]
@@ -32,6 +34,7 @@ class ChangePull:
     units_done: int = 0
     names: list[str] = field(default_factory=list)
     after_commit: Callable[[], str] | None = None
+    quarantined: dict[str, str] = field(default_factory=dict)
 
 
 @runtime_checkable

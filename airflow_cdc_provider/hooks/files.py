@@ -12,6 +12,11 @@ that lands late with an older last-modified (a multipart upload keeps its start 
 once, as long as it is no older than the look-back window; a file rewritten in place (new identity) is
 applied again.
 
+A file that breaks the contract (unreadable, truncated, empty, an unknown change type, a missing or null
+key) fails the run by default, applying nothing. With ``bad_files="quarantine"`` it is read through once
+before its rows are staged; a bad one is set aside instead, named with its error in the run's summary and
+log, and counted as done by the cursor, so it is never silently dropped nor retried forever.
+
 Applied files stay where they are by default. ``applied_files="archive"`` moves them under
 ``archive_folder`` and ``"delete"`` deletes them, only once the destination has committed them; a run that
 stops in between leaves them, and the next run tidies every applied file it still sees.
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, get_args
@@ -30,13 +35,15 @@ import pyarrow as pa
 from airflow.sdk import BaseHook
 
 from airflow_cdc_provider.changes import prepare_batch
-from airflow_cdc_provider.exceptions import FileChangedError
+from airflow_cdc_provider.exceptions import BadChangeFileError, FileChangedError
 from airflow_cdc_provider.formats import FileFormat
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
 
 DEFAULT_LOOKBACK = timedelta(hours=1)
 AppliedFiles = Literal["keep", "archive", "delete"]
+BadFiles = Literal["fail", "quarantine"]
 DEFAULT_ARCHIVE_FOLDER = "_applied"
+QUARANTINE_FOLDER = "_quarantine"
 # Names that writers use for unfinished or marker files (Spark, Hadoop, editors, partial downloads).
 _IGNORED_PREFIXES = (".", "_")
 _IGNORED_SUFFIXES = (".tmp", ".partial", ".crdownload", ".filepart")
@@ -72,6 +79,10 @@ class FileChangeFeedHook(BaseHook, ABC):
     :param archive_folder: where ``"archive"`` moves files, relative to the feed's root, keeping their
         sub-paths (an archived path that is applied again replaces the older copy). It must start with
         ``_`` or ``.`` so the feed never lists what it archived.
+    :param bad_files: ``"fail"`` (default): a bad file fails the run, applying nothing. ``"quarantine"``: a
+        bad file is set aside and reported (summary, asset event, a warning in the log) while the good files
+        apply; each file is then read twice. With ``applied_files`` other than ``"keep"``, quarantined
+        files are moved under ``_quarantine/``, never deleted.
     """
 
     def __init__(
@@ -81,11 +92,14 @@ class FileChangeFeedHook(BaseHook, ABC):
         file_format: FileFormat | None = None,
         applied_files: AppliedFiles = "keep",
         archive_folder: str = DEFAULT_ARCHIVE_FOLDER,
+        bad_files: BadFiles = "fail",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if applied_files not in get_args(AppliedFiles):
             raise ValueError(f"applied_files must be one of {get_args(AppliedFiles)}, not {applied_files!r}")
+        if bad_files not in get_args(BadFiles):
+            raise ValueError(f"bad_files must be one of {get_args(BadFiles)}, not {bad_files!r}")
         if _is_complete(f"{archive_folder.strip('/')}/x"):
             raise ValueError(
                 f"archive_folder {archive_folder!r} must start with '_' or '.' (e.g. '_applied'), "
@@ -95,6 +109,7 @@ class FileChangeFeedHook(BaseHook, ABC):
         self.file_format = file_format or FileFormat()
         self.applied_files = applied_files
         self.archive_folder = archive_folder
+        self.bad_files = bad_files
 
     # -- the store: what each source implements ------------------------------------------------------
 
@@ -157,15 +172,18 @@ class FileChangeFeedHook(BaseHook, ABC):
             # This pull's files, and applied files an interrupted run left behind.
             recent: dict[str, str] = cursor["recent"] if cursor else {}
             applied = [*pending, *(file for file in listed if recent.get(file.path) == file.identity)]
-            pull.after_commit = lambda: self.tidy(applied)
+            pull.after_commit = lambda: self.tidy(applied, set(pull.quarantined))
         return pull
 
-    def tidy(self, files: Sequence[ChangeFile]) -> str:
-        """Archive or delete applied ``files`` (as ``applied_files`` says); return a line for the log."""
+    def tidy(self, files: Sequence[ChangeFile], quarantined: Collection[str] = ()) -> str:
+        """Archive or delete applied ``files`` (as ``applied_files`` says) and move the ``quarantined`` paths
+        under ``_quarantine/``; return a line for the log."""
         done, rewritten = 0, []
         for file in files:
             try:
-                if self.applied_files == "delete":
+                if file.path in quarantined:
+                    self.move(file, f"{QUARANTINE_FOLDER}/{file.path}")
+                elif self.applied_files == "delete":
                     self.remove(file)
                 else:
                     self.move(file, f"{self.archive_folder.strip('/')}/{file.path}")
@@ -184,15 +202,29 @@ class FileChangeFeedHook(BaseHook, ABC):
         sequence = 0
         for file in files:
             origin = self.location(file)
-            rows = 0
             with self.fetch(file) as local_path:
-                for batch in self.file_format.read(local_path, origin):
-                    yield prepare_batch(
-                        batch, origin=origin, first_row=rows, first_sequence=sequence, primary_key=primary_key
-                    )
-                    rows += batch.num_rows
+                if self.bad_files == "quarantine":
+                    try:
+                        for _ in self._changes(local_path, origin, primary_key, sequence):
+                            pass
+                    except BadChangeFileError as err:
+                        pull.quarantined[file.path] = str(err)
+                        continue
+                for batch in self._changes(local_path, origin, primary_key, sequence):
                     sequence += batch.num_rows
+                    yield batch
             pull.units_done += 1
+
+    def _changes(
+        self, local_path: str, origin: str, primary_key: Sequence[str], first_sequence: int
+    ) -> Iterator[pa.RecordBatch]:
+        """The file's batches in the change vocabulary, validated; sequence numbers from ``first_sequence``."""
+        rows = 0
+        for batch in self.file_format.read(local_path, origin):
+            yield prepare_batch(
+                batch, origin=origin, first_row=rows, first_sequence=first_sequence + rows, primary_key=primary_key
+            )
+            rows += batch.num_rows
 
     def _end_cursor(self, cursor: Cursor | None, listed: Sequence[ChangeFile], pending: Sequence[ChangeFile]) -> Cursor:
         watermark = max([file.modified for file in pending] + [_watermark(cursor) or _EPOCH])
