@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -30,6 +31,7 @@ RESERVED_COLUMNS = (CHANGE_TYPE, CHANGE_SEQUENCE)
 UPSERT = "u"
 _ORIGIN = "cdc.origin"
 DELETE = "d"
+_CANONICAL = pa.array([UPSERT, DELETE])
 
 
 def prepare_batch(
@@ -52,7 +54,7 @@ def prepare_batch(
         raise BadChangeFileError(f"{origin}: column {CHANGE_SEQUENCE!r} is reserved for the change order; rename it")
     check_keys(batch, primary_key, origin=origin, first_row=first_row)
     change_types = normalize_change_types(batch, origin=origin, first_row=first_row)
-    sequence = pa.array(range(first_sequence, first_sequence + batch.num_rows), type=pa.int64())
+    sequence = pa.array(np.arange(first_sequence, first_sequence + batch.num_rows, dtype=np.int64))
     return with_change_columns(
         batch.drop_columns([CHANGE_TYPE]) if CHANGE_TYPE in batch.schema.names else batch,
         change_types,
@@ -106,10 +108,10 @@ def origin_of(batch: pa.RecordBatch) -> str:
 def normalize_change_types(batch: pa.RecordBatch, *, origin: str, first_row: int) -> pa.Array:
     """The batch's change types as ``'u'``/``'d'``; an unknown value names the row and the value."""
     if CHANGE_TYPE not in batch.schema.names:
-        return pa.array([UPSERT] * batch.num_rows, type=pa.string())
+        return pa.repeat(UPSERT, batch.num_rows)
     raw = batch.column(CHANGE_TYPE)
     if pa.types.is_null(raw.type):
-        return pa.array([UPSERT] * batch.num_rows, type=pa.string())
+        return pa.repeat(UPSERT, batch.num_rows)
     if pa.types.is_dictionary(raw.type):
         raw = raw.dictionary_decode()
     try:
@@ -118,6 +120,8 @@ def normalize_change_types(batch: pa.RecordBatch, *, origin: str, first_row: int
         raise UnknownChangeTypeError(
             f"{origin}: column {CHANGE_TYPE!r} has type {raw.type}; expected text 'u' or 'd'"
         ) from err
+    if not text.null_count and pc.all(pc.is_in(text, value_set=_CANONICAL)).as_py():
+        return text  # the common case, already canonical: one pass instead of five
     normalized = pc.fill_null(pc.utf8_lower(pc.utf8_trim_whitespace(text)), "")
     normalized = pc.if_else(pc.equal(normalized, ""), UPSERT, normalized)
     valid = pc.is_in(normalized, value_set=pa.array([UPSERT, DELETE]))
