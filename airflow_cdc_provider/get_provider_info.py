@@ -29,7 +29,6 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_cdc_provider.hooks.local",
                     "airflow_cdc_provider.hooks.remote",
                     "airflow_cdc_provider.hooks.s3",
-                    "airflow_cdc_provider.hooks.azure_blob",
                     "airflow_cdc_provider.hooks.wasb",
                     "airflow_cdc_provider.hooks.landing_zone",
                     "airflow_cdc_provider.hooks.gcs",
@@ -48,13 +47,26 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "sensors": [
-            {"integration-name": INTEGRATION, "python-modules": ["airflow_cdc_provider.sensors.table_version"]},
-            {"integration-name": INTEGRATION, "python-modules": ["airflow_cdc_provider.sensors.files"]},
+            {
+                "integration-name": INTEGRATION,
+                "python-modules": ["airflow_cdc_provider.sensors.files", "airflow_cdc_provider.sensors.table_version"],
+            },
         ],
         "triggers": [
-            {"integration-name": INTEGRATION, "python-modules": ["airflow_cdc_provider.triggers.table_version"]},
-            {"integration-name": INTEGRATION, "python-modules": ["airflow_cdc_provider.triggers.files"]},
+            {
+                "integration-name": INTEGRATION,
+                "python-modules": [
+                    "airflow_cdc_provider.triggers.files",
+                    "airflow_cdc_provider.triggers.table_version",
+                ],
+            },
         ],
+        # The asset URI schemes of the destinations that no other provider owns. PostgresDestination's
+        # postgres://host:port/database/schema/table is the Postgres provider's; DeltaDestination's file:// or
+        # object-store URI is its storage's. No handler: Airflow keeps these URIs as they are.
+        "asset-uris": [{"schemes": ["duckdb", "cdc-snowflake", "cdc-bigquery", "cdc-databricks"], "handler": None}],
+        # Connection types of this provider only; the table hooks use the official providers' own
+        # (snowflake, databricks, google_cloud_platform).
         "connection-types": [
             {
                 "connection-type": "cdc_delta",

@@ -22,11 +22,13 @@ from airflow_cdc_provider.sensors.files import NewChangeFilesSensor
 
 DEMO_DIR = os.environ.get("CDC_DEMO_DIR", "/tmp/airflow-cdc-demo")
 BUCKET = os.environ.get("CDC_S3_BUCKET", "my-landing-bucket")
+POKE_SECONDS = float(os.environ.get("CDC_POKE_INTERVAL", "60"))  # how often the triggerer lists the bucket
+SCHEDULE = os.environ.get("CDC_S3_SCHEDULE", "@hourly") or None  # "": runs are triggered (UI, API) only
 
 
 with DAG(
     dag_id="cdc_s3",
-    schedule="@hourly",
+    schedule=SCHEDULE,
     catchup=False,
     tags=["cdc", "example", "s3"],
     doc_md=__doc__,
@@ -40,7 +42,7 @@ with DAG(
         source=source,
         destination=destination,
         deferrable=True,
-        poke_interval=60,
+        poke_interval=POKE_SECONDS,
         timeout=55 * 60,
         soft_fail=True,  # nothing new within the hour: skip this run's sync
     )

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from airflow.sdk import Asset, BaseOperator
+from airflow.sdk import Asset, AssetAlias, BaseOperator
 
 from airflow_cdc_provider.destinations.base import Destination
 from airflow_cdc_provider.hooks.base import ChangeFeed
-from airflow_cdc_provider.pipeline import Mode, SyncSpec, default_stream_id, run_sync
+from airflow_cdc_provider.pipeline import Mode, SyncSpec, SyncSummary, default_stream_id, run_sync
+from airflow_cdc_provider.triggers.spec import Spec, rebuild
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 FULL_REFRESH_PARAM = "full_refresh"
@@ -28,8 +31,10 @@ class ChangeSyncOperator(BaseOperator):
         For the change-file contract and the two modes, see the README.
 
     :param source: the change feed, e.g. ``LocalChangeFeedHook(path="/data/landing")``. Its
-        ``template_fields`` are rendered.
-    :param destination: the table kept in sync, e.g. ``DuckDBDestination(path, table)``. Templated likewise.
+        ``template_fields`` are rendered. Also accepted as its JSON description,
+        ``airflow_cdc_provider.triggers.spec.describe(hook)``: the form to ``expand`` over (dynamic task mapping).
+    :param destination: the table kept in sync, e.g. ``DuckDBDestination(path, table)``. Templated and
+        accepted as a description likewise.
     :param primary_key: the column, or columns, that identify a row. Templated.
     :param mode: ``"cdc"`` (default): inserts, updates and deletes. ``"incremental"``: only rows whose
         ``timestamp_column`` is newer than the last run's newest, each an upsert; deletes are not seen.
@@ -38,16 +43,25 @@ class ChangeSyncOperator(BaseOperator):
         URIs, so renaming the task or DAG keeps the stream. Templated.
     :param full_refresh: re-read the source from the start and rebuild the table. ``None`` (default) takes
         the DAG param ``full_refresh``, which a run triggered from the UI may set.
+
+    The asset event goes to the destination's :class:`~airflow.sdk.Asset`, or, when ``outlets`` holds an
+    :class:`~airflow.sdk.AssetAlias` (mapped tasks, whose destinations a DAG file cannot declare), through the alias.
     """
 
-    template_fields: Sequence[str] = ("source", "destination", "primary_key", "timestamp_column", "stream_id")
+    template_fields: Sequence[str] = (
+        "source",
+        "destination",
+        "primary_key",
+        "timestamp_column",
+        "stream_id",
+    )
     ui_color = "#c9e4ca"
 
     def __init__(
         self,
         *,
-        source: ChangeFeed,
-        destination: Destination,
+        source: ChangeFeed | Spec,
+        destination: Destination | Spec,
         primary_key: str | Sequence[str],
         mode: Mode = "cdc",
         timestamp_column: str | None = None,
@@ -55,9 +69,16 @@ class ChangeSyncOperator(BaseOperator):
         full_refresh: bool | None = None,
         **kwargs: Any,
     ) -> None:
+        # Mapped tasks get plain JSON descriptions: Airflow serializes expanded values, and an object's repr
+        # (its memory address) would make a new DAG version at every parse.
+        source = rebuild(source) if isinstance(source, dict) else source
+        destination = rebuild(destination) if isinstance(destination, dict) else destination
         asset = Asset(uri=destination.uri)
         outlets = list(kwargs.pop("outlets", None) or [])
-        super().__init__(outlets=[*outlets, asset] if asset not in outlets else outlets, **kwargs)
+        self._aliases = [outlet for outlet in outlets if isinstance(outlet, AssetAlias)]
+        if not self._aliases and asset not in outlets:
+            outlets.append(asset)  # with an alias the event goes through it, once
+        super().__init__(outlets=outlets, **kwargs)
         self.source = source
         self.destination = destination
         self.primary_key = primary_key
@@ -66,7 +87,9 @@ class ChangeSyncOperator(BaseOperator):
         self.stream_id = stream_id
         self.full_refresh = full_refresh
         self.destination_asset = asset
-        SyncSpec("check", self._key_columns(), mode, timestamp_column)  # fail at parse time, not at run time
+        self._summary: SyncSummary | None = None  # the last execute's, for OpenLineage
+        # fail at parse time, not at run time
+        SyncSpec("check", self._key_columns(), mode, timestamp_column)
 
     def execute(self, context: Context) -> dict[str, Any]:
         spec = SyncSpec(
@@ -79,9 +102,65 @@ class ChangeSyncOperator(BaseOperator):
         if full_refresh is None:
             full_refresh = bool(context["params"].get(FULL_REFRESH_PARAM, False))
         summary = run_sync(self.source, self.destination, spec, full_refresh=full_refresh, logger=self.log)
+        self._summary = summary
         result = summary.as_dict()
-        context["outlet_events"][self.destination_asset].extra = result
+        if self._aliases:
+            for alias in self._aliases:
+                context["outlet_events"][alias].add(self.destination_asset, extra=result)
+        else:
+            context["outlet_events"][self.destination_asset].extra = result
         return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the source as input dataset (rows and files read), the destination as output dataset
+        (rows inserted, updated and deleted). Names come from the source's and destination's URIs."""
+        from airflow.providers.common.compat.openlineage.facet import (
+            InputDataset,
+            OutputDataset,
+            OutputStatisticsOutputDatasetFacet,
+        )
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        summary = self._summary
+        input_facets: dict[str, Any] = {}
+        output_facets: dict[str, Any] = {}
+        if summary is not None:
+            try:  # not re-exported by common.compat: imported from the client, where recent ones have it
+                from openlineage.client.generated.input_statistics_input_dataset import (
+                    InputStatisticsInputDatasetFacet,
+                )
+            except ImportError:  # pragma: no cover - older client
+                pass
+            else:
+                input_facets["inputStatistics"] = InputStatisticsInputDatasetFacet(
+                    rowCount=summary.rows_read, fileCount=summary.files
+                )
+            output_facets["outputStatistics"] = OutputStatisticsOutputDatasetFacet(
+                rowCount=summary.rows_inserted + summary.rows_updated + summary.rows_deleted
+            )
+        source_namespace, source_name = openlineage_name(self.source.uri)
+        destination_namespace, destination_name = openlineage_name(self.destination.uri)
+        return OperatorLineage(
+            inputs=[InputDataset(namespace=source_namespace, name=source_name, inputFacets=input_facets)],
+            outputs=[OutputDataset(namespace=destination_namespace, name=destination_name, outputFacets=output_facets)],
+        )
 
     def _key_columns(self) -> tuple[str, ...]:
         return (self.primary_key,) if isinstance(self.primary_key, str) else tuple(self.primary_key)
+
+
+# Engines whose URIs end in a table name: OpenLineage names their datasets ``database.schema.table``.
+_SQL_SCHEMES = ("postgres", "snowflake", "bigquery", "databricks", "cdc-snowflake", "cdc-bigquery", "cdc-databricks")
+
+
+def openlineage_name(uri: str) -> tuple[str, str]:
+    """``(namespace, name)`` of a source or destination URI, after OpenLineage's naming conventions:
+    ``s3://bucket/prefix`` -> ``("s3://bucket", "prefix")``, ``file:///p`` -> ``("file", "/p")``,
+    ``postgres://host:5432/db/schema/table`` -> ``("postgres://host:5432", "db.schema.table")``."""
+    parts = urlsplit(uri.removeprefix("delta+"))  # a Delta table is named by where it is stored
+    path = parts.path.strip("/")
+    if not parts.netloc:
+        return parts.scheme, parts.path
+    if parts.scheme in _SQL_SCHEMES:
+        return f"{parts.scheme}://{parts.netloc}", path.replace("/", ".")
+    return f"{parts.scheme}://{parts.netloc}", path
