@@ -6,11 +6,15 @@ A change batch is a ``pyarrow.RecordBatch`` of the user's columns plus two reser
   only the key columns must be filled). Read trimmed and case-insensitively; empty or null means ``'u'``;
   a missing column means every row is ``'u'``.
 * ``_change_sequence``: int64, the change's position in the source's order; larger is later.
+
+The destinations' own bookkeeping columns (:data:`SYSTEM_COLUMNS`: ``_cdc_deleted_at`` for soft deletes,
+``_cdc_valid_from`` / ``_cdc_valid_to`` / ``_cdc_is_current`` for history) are reserved too: a batch carrying
+one is refused, so a user column can never be mistaken for them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +24,7 @@ from airflow_cdc_provider.exceptions import (
     BadChangeFileError,
     MissingKeyColumnError,
     NullKeyError,
+    SequenceColumnError,
     UnknownChangeTypeError,
 )
 from airflow_cdc_provider.sql import column_list, quote_identifier
@@ -32,6 +37,12 @@ UPSERT = "u"
 _ORIGIN = "cdc.origin"
 DELETE = "d"
 _CANONICAL = pa.array([UPSERT, DELETE])
+# Columns a destination adds to its table (soft deletes, history): never taken from a batch.
+DELETED_AT = "_cdc_deleted_at"
+VALID_FROM = "_cdc_valid_from"
+VALID_TO = "_cdc_valid_to"
+IS_CURRENT = "_cdc_is_current"
+SYSTEM_COLUMNS = (DELETED_AT, VALID_FROM, VALID_TO, IS_CURRENT)
 
 
 def prepare_batch(
@@ -86,6 +97,12 @@ def with_change_columns(
     clash = [name for name in user_columns.schema.names if name in RESERVED_COLUMNS]
     if clash:
         raise BadChangeFileError(f"{origin}: column(s) {clash} are reserved for the change vocabulary; rename them")
+    system = [name for name in user_columns.schema.names if name in SYSTEM_COLUMNS]
+    if system:
+        raise BadChangeFileError(
+            f"{origin}: column(s) {system} are reserved for the destination's soft-delete and history columns "
+            f"({', '.join(SYSTEM_COLUMNS)}); rename them at the source"
+        )
     return pa.RecordBatch.from_arrays(
         [*user_columns.columns, change_types, sequence],
         schema=pa.schema(
@@ -132,6 +149,46 @@ def normalize_change_types(batch: pa.RecordBatch, *, origin: str, first_row: int
             "expected 'u' (insert or update) or 'd' (delete)"
         )
     return normalized
+
+
+def check_sequence(batches: Iterable[pa.RecordBatch], column: str) -> Iterator[pa.RecordBatch]:
+    """Pass prepared batches through, refusing a change without a value in the user's sequence ``column``.
+
+    The error names the batch's origin (a file) and the row, counted from the origin's first row as read.
+    """
+    origin, rows = None, 0
+    for batch in batches:
+        here = origin_of(batch)
+        if here != origin:
+            origin, rows = here, 0
+        if column not in batch.schema.names:
+            user = [name for name in batch.schema.names if name not in RESERVED_COLUMNS]
+            raise SequenceColumnError(
+                f"{here}: sequence column {column!r} is missing; it has columns {user}. With "
+                "sequence_column, every change (deletes included) must carry the value that orders it"
+            )
+        values = batch.column(column)
+        if values.null_count:
+            row = rows + _first_index(values.is_null()) + 1
+            raise SequenceColumnError(
+                f"{here}: row {row} has no value in sequence column {column!r}; every change (deletes "
+                "included) needs one, or it cannot be ordered against the changes the destination holds"
+            )
+        kind = values.type
+        if not (
+            pa.types.is_integer(kind)
+            or pa.types.is_floating(kind)
+            or pa.types.is_decimal(kind)
+            or pa.types.is_temporal(kind)
+            or pa.types.is_string(kind)
+            or pa.types.is_large_string(kind)
+        ):
+            raise SequenceColumnError(
+                f"{here}: sequence column {column!r} has type {kind}; it must be a number, a date or time, "
+                "or text that sorts in version order"
+            )
+        rows += batch.num_rows
+        yield batch
 
 
 def net_effect_query(source: str, primary_key: Sequence[str], order_by: Sequence[str] = (CHANGE_SEQUENCE,)) -> str:

@@ -35,6 +35,13 @@ class FileChangedError(ChangeFeedError):
     sees the new version)."""
 
 
+class SequenceColumnError(BadChangeFileError):
+    """A change lacks a value in the user's ``sequence_column``, so it cannot be ordered against the others.
+
+    Nothing of the run is applied; fill the column on every change (deletes included) and run again.
+    """
+
+
 class MissingTimestampColumnError(ChangeFeedError):
     """Incremental mode was asked for, but a batch lacks the timestamp column."""
 
@@ -67,3 +74,7 @@ class ChangeTrackingDisabledError(ChangeDataUnavailableError):
 
 class PrimaryKeyRequiredError(ChangeFeedError):
     """The source has no row identity of its own, so the sync needs the key columns that identify a row."""
+
+
+class TableShapeError(ChangeFeedError):
+    """A destination table's columns do not fit the destination's ``delete_mode`` / ``history`` options."""

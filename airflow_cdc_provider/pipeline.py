@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 
-from airflow_cdc_provider.changes import CHANGE_SEQUENCE
+from airflow_cdc_provider.changes import CHANGE_SEQUENCE, RESERVED_COLUMNS, SYSTEM_COLUMNS, check_sequence
 from airflow_cdc_provider.destinations import pushdown
 from airflow_cdc_provider.destinations.base import Destination
 from airflow_cdc_provider.hooks.base import ChangeFeed, ChangePull
@@ -45,12 +45,16 @@ class SyncSpec:
     :param primary_key: the key columns that identify a row.
     :param mode: ``cdc`` (inserts, updates and deletes) or ``incremental`` (rows newer than a timestamp).
     :param timestamp_column: the column incremental mode compares; required for it.
+    :param sequence_column: a column of the data that orders the changes of a key (a version number, a
+        timestamp); the destination keeps it per key (and for deleted keys in a tombstone), so a change older
+        than what it holds is skipped whatever order the files arrive in. Every change must carry a value.
     """
 
     stream_id: str
     primary_key: tuple[str, ...]
     mode: Mode = "cdc"
     timestamp_column: str | None = None
+    sequence_column: str | None = None
 
     def __post_init__(self) -> None:
         if not self.primary_key:
@@ -59,6 +63,20 @@ class SyncSpec:
             raise ValueError(f"mode must be 'cdc' or 'incremental', not {self.mode!r}")
         if self.mode == "incremental" and not self.timestamp_column:
             raise ValueError("mode='incremental' needs timestamp_column, e.g. 'LastModified'")
+        column = self.sequence_column
+        if column is not None:
+            if not column:
+                raise ValueError("sequence_column must name a column, or be None")
+            if self.mode != "cdc":
+                raise ValueError(
+                    "sequence_column orders the changes of mode='cdc'; mode='incremental' orders by timestamp_column"
+                )
+            if column in self.primary_key:
+                raise ValueError(
+                    f"sequence_column {column!r} is a primary-key column; name the column that versions a key"
+                )
+            if column in RESERVED_COLUMNS or column in SYSTEM_COLUMNS:
+                raise ValueError(f"sequence_column {column!r} is a reserved column; name a column of the data")
 
 
 @dataclass
@@ -72,6 +90,7 @@ class SyncSummary:
     rows_inserted: int = 0
     rows_updated: int = 0
     rows_deleted: int = 0
+    rows_skipped_stale: int = 0
     seconds: float = 0.0
     cursor: dict[str, Any] = field(default_factory=dict)
     files_quarantined: dict[str, str] = field(default_factory=dict)
@@ -132,8 +151,19 @@ def run_sync(
             newer = NewerThan(spec.timestamp_column, checkpoint.get("high_water") if checkpoint else None)
             batches = newer(batches)
             order_by = (spec.timestamp_column, CHANGE_SEQUENCE)
+        if spec.sequence_column:
+            batches = check_sequence(batches, spec.sequence_column)
+            order_by = (spec.sequence_column, CHANGE_SEQUENCE)
         transaction.stage(batches)
-        stats = transaction.apply(spec.primary_key, order_by)
+        stats = transaction.apply(spec.primary_key, order_by, sequence_column=spec.sequence_column)
+        summary.rows_skipped_stale = stats.rows_skipped_stale
+        if stats.rows_skipped_stale:
+            logger.info(
+                "Stream %s: %d keys' changes skipped as older than the %s the destination holds",
+                spec.stream_id,
+                stats.rows_skipped_stale,
+                spec.sequence_column,
+            )
         new_checkpoint = {
             "version": CHECKPOINT_VERSION,
             "source": pull.end_cursor,

@@ -68,6 +68,42 @@ class Target:
         assert self.pg is not None
         return _read_postgres(self.pg, self.place, table, key)
 
+    def rows(self, table: str = "items") -> tuple[list[str], list[dict[str, Any]]]:
+        """Every row as ``(columns, records)``, a key as often as the table holds it (history keeps versions);
+        a table not created yet reads as no columns and no rows."""
+        if self.kind == "duckdb":
+            import duckdb
+
+            database = Path(self.place, "destination.duckdb")
+            if not database.exists():
+                return [], []
+            with duckdb.connect(str(database), read_only=True) as con:
+                found = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table])
+                if not found.fetchone()[0]:  # type: ignore[index]
+                    return [], []
+                cursor = con.execute(f'SELECT * FROM "{table}"')
+                columns = [description[0] for description in cursor.description]
+                return columns, [dict(zip(columns, values, strict=True)) for values in cursor.fetchall()]
+        if self.kind == "delta":
+            from deltalake import DeltaTable
+            from deltalake.exceptions import TableNotFoundError
+
+            try:
+                arrow = DeltaTable(str(Path(self.place, table))).to_pyarrow_table()
+            except TableNotFoundError:
+                return [], []
+            return arrow.column_names, arrow.to_pylist()
+        import psycopg
+        from psycopg import sql
+
+        assert self.pg is not None
+        with psycopg.connect(self.pg.dsn) as con:
+            if con.execute("SELECT to_regclass(%s)", [f'"{self.place}"."{table}"']).fetchone() == (None,):
+                return [], []
+            cursor = con.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(self.place, table)))
+            names = [description.name for description in cursor.description or []]
+            return names, [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
+
     def column_types(self, table: str = "items") -> dict[str, str]:
         """Column name -> the engine's own type name, lower-cased."""
         if self.kind == "duckdb":

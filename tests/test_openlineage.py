@@ -9,7 +9,8 @@ import pytest
 
 from airflow_cdc_provider.destinations.duckdb import DuckDBDestination
 from airflow_cdc_provider.hooks.local import LocalChangeFeedHook
-from airflow_cdc_provider.operators.sync import ChangeSyncOperator, openlineage_name
+from airflow_cdc_provider.lineage import openlineage_name
+from airflow_cdc_provider.operators.sync import ChangeSyncOperator
 from tests.changefiles import write_change_file
 from tests.operator_run import execute
 

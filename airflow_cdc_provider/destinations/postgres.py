@@ -15,18 +15,34 @@ import os
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from airflow_cdc_provider.changes import CHANGE_TYPE, DELETE, RESERVED_COLUMNS, RESERVED_FIELDS, UPSERT
+from airflow_cdc_provider.changes import (
+    CHANGE_TYPE,
+    DELETE,
+    DELETED_AT,
+    IS_CURRENT,
+    RESERVED_COLUMNS,
+    RESERVED_FIELDS,
+    UPSERT,
+    VALID_FROM,
+    VALID_TO,
+)
 from airflow_cdc_provider.destinations.base import (
+    TIME_TYPE,
     ApplyStats,
     BatchRuns,
     Checkpoint,
+    DeleteMode,
     Destination,
     DestinationTransaction,
+    TableShape,
+    tombstone_table_name,
+    user_fields,
 )
 from airflow_cdc_provider.destinations.staging import typed_fields
 from airflow_cdc_provider.exceptions import ConcurrentSyncError, SchemaChangeError
@@ -131,6 +147,13 @@ class PostgresDestination(Destination):
     :param on_schema_change: ``"add_columns"`` (default) adds new columns and applies safe widenings;
         ``"fail"`` refuses any change to the existing table's columns, naming the column and both types.
     :param allow_string: also widen any column to text when a file brings text for it.
+    :param delete_mode: ``"hard"`` (default) removes a deleted key's row; ``"soft"`` keeps it and sets
+        ``_cdc_deleted_at`` to the run's transaction time (``now()``); an upsert of the key revives it.
+    :param history: keep every version of every key (SCD type 2: ``_cdc_valid_from``, ``_cdc_valid_to``,
+        ``_cdc_is_current``); the table's primary key is then ``(key…, _cdc_valid_from)``, with a unique index on
+        the key where ``_cdc_is_current``. Not with ``delete_mode="soft"``.
+    :param tombstone_retention: with a ``sequence_column``, how long a deleted key's tombstone (in
+        ``<table>__cdc_tombstones``) is kept; ``None`` (default): forever. Not with ``delete_mode="soft"``.
     """
 
     template_fields = ("table",)
@@ -143,12 +166,17 @@ class PostgresDestination(Destination):
         checkpoint_table: str = "_cdc_checkpoints",
         on_schema_change: OnSchemaChange = "add_columns",
         allow_string: bool = False,
+        delete_mode: DeleteMode = "hard",
+        history: bool = False,
+        tombstone_retention: timedelta | None = None,
     ) -> None:
         self.table = table
         self.postgres_conn_id = postgres_conn_id
         self.checkpoint_table = checkpoint_table
         self.on_schema_change = check_on_schema_change(on_schema_change)
         self.allow_string = allow_string
+        self.shape = TableShape(delete_mode, history, tombstone_retention)
+        self.delete_mode, self.history, self.tombstone_retention = delete_mode, history, tombstone_retention
 
     @cached_property
     def hook(self) -> PostgresHook:
@@ -232,6 +260,9 @@ class PostgresTransaction(DestinationTransaction):
         self._destination = destination
         self._table_name = destination.table
         self._table = quote_table_name(destination.table)
+        self._shape = destination.shape
+        self._tombstones_name = tombstone_table_name(destination.table)
+        self._tombstones = quote_table_name(self._tombstones_name)
         self._checkpoints = quote_table_name(destination.checkpoint_table)
         self._stream_id = stream_id
         self._read: str | None = None
@@ -255,7 +286,13 @@ class PostgresTransaction(DestinationTransaction):
         return json.loads(self._read) if self._read is not None else None
 
     def clear(self) -> None:
-        if self._table_schema() is not None:
+        self._run(f"DROP TABLE IF EXISTS {self._tombstones}")  # rebuilt from the full read, as the table is
+        existing = self._table_schema()
+        if existing is not None and self._shape.history and self._shape.fits(existing.names):
+            # A history table keeps its past: every current version closes now, the full read opens new ones.
+            self._run(f"UPDATE {self._table} SET {VALID_TO} = now(), {IS_CURRENT} = false WHERE {IS_CURRENT}")
+            return
+        if existing is not None:
             self._run(f"TRUNCATE {self._table}")
         self._rebuild = True
 
@@ -281,7 +318,9 @@ class PostgresTransaction(DestinationTransaction):
                     staged += batch.num_rows
         return staged
 
-    def apply(self, primary_key: Sequence[str], order_by: Sequence[str]) -> ApplyStats:
+    def apply(
+        self, primary_key: Sequence[str], order_by: Sequence[str], *, sequence_column: str | None = None
+    ) -> ApplyStats:
         if self._stage_schema is None:
             return ApplyStats()
         user_fields = [field for field in self._stage_schema if field.name not in RESERVED_COLUMNS]
@@ -292,6 +331,8 @@ class PostgresTransaction(DestinationTransaction):
             f"CREATE TEMP TABLE {_NET} ON COMMIT DROP AS "
             f"SELECT DISTINCT ON ({keys}) * FROM {_STAGE} ORDER BY {keys}, {order}"
         )
+        if not self._shape.plain or sequence_column is not None:
+            return self._apply_shaped(primary_key, [field.name for field in user_fields], sequence_column)
         match = key_match("target", _NET, primary_key)
         deleted = self._run(
             f"DELETE FROM {self._table} AS target USING {_NET} WHERE {match} AND {_NET}.{CHANGE_TYPE} = %s", [DELETE]
@@ -327,6 +368,107 @@ class PostgresTransaction(DestinationTransaction):
                 f"meanwhile; this run applied nothing to {self._table_name}"
             )
         self._conn.commit()
+
+    # -- soft deletes, history, sequence -------------------------------------------------------------
+
+    def _apply_shaped(self, primary_key: Sequence[str], names: list[str], sequence_column: str | None) -> ApplyStats:
+        """The merge for soft deletes, history or a sequence column; every time is the transaction's ``now()``."""
+        match = key_match("target", _NET, primary_key)
+        keys = column_list(primary_key)
+        columns = column_list(names)
+        is_type = f"{_NET}.{CHANGE_TYPE} = %s"
+        seq = quote_identifier(sequence_column) if sequence_column else None
+        stale = 0
+        if seq:  # a net change older than what the table holds for its key is skipped
+            newer = f"{match} AND target.{seq} > {_NET}.{seq}"
+            current = f" AND target.{IS_CURRENT}" if self._shape.history else ""
+            stale = self._run(f"DELETE FROM {_NET} USING {self._table} AS target WHERE {newer}{current}")
+            if self._shape.uses_tombstone_table and self._schema_of(self._tombstones_name) is not None:
+                stale += self._run(f"DELETE FROM {_NET} USING {self._tombstones} AS target WHERE {newer}")
+        if self._shape.history:
+            close = (
+                f"UPDATE {self._table} AS target SET {VALID_TO} = now(), {IS_CURRENT} = false FROM {_NET} "
+                f"WHERE {match} AND target.{IS_CURRENT} AND {is_type}"
+            )
+            deleted = self._run(close, [DELETE])
+            updated = self._run(close, [UPSERT])
+            upserted = self._run(
+                f"INSERT INTO {self._table} ({columns}, {VALID_FROM}, {VALID_TO}, {IS_CURRENT}) "
+                f"SELECT {columns}, now(), NULL, true FROM {_NET} WHERE {CHANGE_TYPE} = %s",
+                [UPSERT],
+            )
+            inserted = upserted - updated
+        else:
+            deleting = f"FROM {_NET} WHERE {match} AND {is_type} AND target.{DELETED_AT} IS"
+            if self._shape.soft:
+                if seq:  # an already deleted key's row (its tombstone) takes the newer delete's sequence
+                    self._run(f"UPDATE {self._table} AS target SET {seq} = {_NET}.{seq} {deleting} NOT NULL", [DELETE])
+                with_seq = f", {seq} = {_NET}.{seq}" if seq else ""
+                deleted = self._run(
+                    f"UPDATE {self._table} AS target SET {DELETED_AT} = now(){with_seq} {deleting} NULL", [DELETE]
+                )
+                if seq:  # a key deleted before the table held it: a row holding only its key and sequence
+                    self._run(
+                        f"INSERT INTO {self._table} ({keys}, {seq}, {DELETED_AT}) SELECT {keys}, {seq}, now() "
+                        f"FROM {_NET} WHERE {CHANGE_TYPE} = %s ON CONFLICT ({keys}) DO NOTHING",
+                        [DELETE],
+                    )
+                revived = self._one(
+                    f"SELECT count(*) FROM {self._table} AS target JOIN {_NET} ON {match} "
+                    f"WHERE {is_type} AND target.{DELETED_AT} IS NOT NULL",
+                    [UPSERT],
+                )[0]
+            else:
+                deleted = self._run(
+                    f"DELETE FROM {self._table} AS target USING {_NET} WHERE {match} AND {is_type}", [DELETE]
+                )
+                revived = 0
+            updates = [name for name in names if name not in primary_key] or list(primary_key[:1])
+            assignments = [f"{quote_identifier(name)} = EXCLUDED.{quote_identifier(name)}" for name in updates]
+            if self._shape.soft:
+                assignments.append(f"{DELETED_AT} = NULL")
+            inserted, updated = self._one(
+                f"WITH upserted AS (INSERT INTO {self._table} ({columns}) "
+                f"SELECT {columns} FROM {_NET} WHERE {CHANGE_TYPE} = %s "
+                f"ON CONFLICT ({keys}) DO UPDATE SET {', '.join(assignments)} RETURNING (xmax = 0) AS inserted) "
+                "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM upserted",
+                [UPSERT],
+            )
+            inserted, updated = inserted + revived, updated - revived  # a revived key is an insert to the live view
+        if sequence_column and self._shape.uses_tombstone_table:
+            self._keep_tombstones(primary_key, sequence_column)
+        return ApplyStats(rows_inserted=inserted, rows_updated=updated, rows_deleted=deleted, rows_skipped_stale=stale)
+
+    def _keep_tombstones(self, primary_key: Sequence[str], sequence_column: str) -> None:
+        """Deleted keys' sequences in ``<table>__cdc_tombstones``; an upserted key's tombstone goes; old ones purge."""
+        table = self._table_schema()
+        assert table is not None
+        fields = pa.schema([table.field(name) for name in (*primary_key, sequence_column)])
+        keys = column_list(primary_key)
+        existing = self._schema_of(self._tombstones_name)
+        if existing is None:
+            columns = pa.schema([*fields, pa.field(DELETED_AT, TIME_TYPE, nullable=False)])
+            self._run(f"CREATE TABLE {self._tombstones} ({_column_definitions(columns)}, PRIMARY KEY ({keys}))")
+        else:
+            self._evolve(self._tombstones, existing, fields, f"table {self._tombstones_name}")
+        seq = quote_identifier(sequence_column)
+        self._run(
+            f"DELETE FROM {self._tombstones} AS target USING {_NET} WHERE {key_match('target', _NET, primary_key)} "
+            f"AND {_NET}.{CHANGE_TYPE} = %s",
+            [UPSERT],
+        )
+        self._run(
+            f"INSERT INTO {self._tombstones} ({keys}, {seq}, {DELETED_AT}) "
+            f"SELECT {keys}, {seq}, now() FROM {_NET} WHERE {CHANGE_TYPE} = %s "
+            f"ON CONFLICT ({keys}) DO UPDATE SET {seq} = EXCLUDED.{seq}, {DELETED_AT} = EXCLUDED.{DELETED_AT}",
+            [DELETE],
+        )
+        retention = self._destination.tombstone_retention
+        if retention is not None:
+            self._run(
+                f"DELETE FROM {self._tombstones} WHERE {DELETED_AT} < now() - make_interval(secs => %s)",
+                [retention.total_seconds()],
+            )
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -369,7 +511,7 @@ class PostgresTransaction(DestinationTransaction):
     def _evolve_stage(self, incoming: pa.Schema, origin: str) -> None:
         if self._stage_schema is None:
             existing = None if self._rebuild else self._table_schema()
-            initial = pa.schema([*(existing or []), *RESERVED_FIELDS])
+            initial = pa.schema([*user_fields(existing or pa.schema([])), *RESERVED_FIELDS])
             self._run(f"CREATE TEMP TABLE {_STAGE} ({_column_definitions(initial)}) ON COMMIT DROP")
             self._stage_schema = initial
         self._stage_schema = self._evolve(_STAGE, self._stage_schema, incoming, origin)
@@ -377,20 +519,29 @@ class PostgresTransaction(DestinationTransaction):
     def _prepare_table(self, columns: pa.Schema, primary_key: Sequence[str]) -> None:
         existing = self._table_schema()
         if existing is not None and self._rebuild:
-            # A full refresh keeps the table (its grants, indexes, views) unless its columns cannot take the rows.
+            # A full refresh keeps the table (its grants, indexes, views) unless its columns cannot take the rows
+            # or belong to another delete_mode / history shape.
             try:
                 reconcile(existing, _as_postgres(columns), "", allow_string=self._destination.allow_string)
+                fits = self._shape.fits(existing.names)
             except SchemaChangeError:
+                fits = False
+            if not fits:
                 self._run(f"DROP TABLE {self._table}")
                 existing = None
         if existing is None:
             schema, _, _ = self._table_name.rpartition(".")
             if schema:
                 self._run(f"CREATE SCHEMA IF NOT EXISTS {quote_table_name(schema)}")
-            self._run(
-                f"CREATE TABLE {self._table} ({_column_definitions(columns)}, PRIMARY KEY ({column_list(primary_key)}))"
-            )
+            keys = column_list(primary_key)
+            definitions = _column_definitions(pa.schema([*columns, *self._shape.system_fields()]))
+            if self._shape.history:  # one version per key and run; at most one current version per key
+                self._run(f"CREATE TABLE {self._table} ({definitions}, PRIMARY KEY ({keys}, {VALID_FROM}))")
+                self._run(f"CREATE UNIQUE INDEX ON {self._table} ({keys}) WHERE {IS_CURRENT}")
+            else:
+                self._run(f"CREATE TABLE {self._table} ({definitions}, PRIMARY KEY ({keys}))")
         else:
+            self._shape.check(self._table_name, existing.names)
             self._evolve(
                 self._table, existing, columns, f"table {self._table_name}", self._destination.on_schema_change
             )
@@ -425,7 +576,10 @@ class PostgresTransaction(DestinationTransaction):
         return existing
 
     def _table_schema(self) -> pa.Schema | None:
-        schema, _, table = self._table_name.rpartition(".")
+        return self._schema_of(self._table_name)
+
+    def _schema_of(self, name: str) -> pa.Schema | None:
+        schema, _, table = name.rpartition(".")
         with self._conn.cursor() as cur:
             cur.execute(
                 "SELECT column_name, data_type, numeric_precision, numeric_scale FROM information_schema.columns "

@@ -17,6 +17,9 @@ state at the window's end (its last change: a full new image, or gone); keys not
 applying the net effect of ``(cursor, b]`` and then, after a crash before the checkpoint, of ``(cursor, c]``
 with ``c >= b`` gives the same table as applying ``(cursor, c]`` once.
 
+Push-down applies hard deletes by the source's own order only: a ``sequence_column`` is refused before anything
+runs (:class:`PushDownOptionError`), and these destinations take no ``delete_mode`` / ``history`` options.
+
 Only the destination imports this module's protocol; hooks import :class:`ChangeQuery` (destinations never
 import hooks).
 """
@@ -123,6 +126,12 @@ def run_pushed_down(
 ) -> SyncSummary:
     """The pipeline's steps with the engine doing the work: checkpoint, change query, MERGE + checkpoint."""
     started = time.monotonic()
+    if spec.sequence_column is not None:
+        raise PushDownOptionError(
+            f"sequence_column={spec.sequence_column!r} is not supported when the sync runs inside "
+            f"{destination.pushdown_engine} (push-down): the MERGE applies the feed in its own order. Nothing was "
+            "applied. Drop sequence_column, or sync into DuckDBDestination, PostgresDestination or DeltaDestination"
+        )
     expected = destination.read_checkpoint(spec.stream_id)
     start = None if full_refresh or expected is None else expected["source"]
     query = source.change_query(start)
@@ -275,6 +284,10 @@ class PushDownTableDestination(Destination):
 
 class PushDownOnlyError(TypeError):
     """A push-down destination was paired with a source of another engine."""
+
+
+class PushDownOptionError(ValueError):
+    """A sync option that push-down does not offer (``sequence_column``) was asked of a push-down sync."""
 
 
 def pushdown_only(destination: str, engine: str) -> PushDownOnlyError:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from airflow.sdk import Asset, AssetAlias, BaseOperator
 
 from airflow_cdc_provider.destinations.base import Destination
 from airflow_cdc_provider.hooks.base import ChangeFeed
+from airflow_cdc_provider.lineage import operator_lineage
 from airflow_cdc_provider.pipeline import Mode, SyncSpec, SyncSummary, default_stream_id, run_sync
 from airflow_cdc_provider.triggers.spec import Spec, rebuild
 
@@ -41,6 +41,11 @@ class ChangeSyncOperator(BaseOperator):
     :param timestamp_column: the column ``mode="incremental"`` compares (e.g. ``"LastModified"``). Templated.
     :param stream_id: names the stream's checkpoint; by default derived from the source and destination
         URIs, so renaming the task or DAG keeps the stream. Templated.
+    :param sequence_column: a column of the data that orders the changes of a key (a version number, or a
+        timestamp written by the source), for feeds whose files can arrive out of order. The destination keeps
+        it per key, and for deleted keys in a tombstone, so a change older than what it holds is skipped and
+        counted as ``rows_skipped_stale``; at an equal value the later delivered change wins. Every change,
+        deletes included, must carry a value. ``mode="cdc"`` only; not for push-down destinations. Templated.
     :param full_refresh: re-read the source from the start and rebuild the table. ``None`` (default) takes
         the DAG param ``full_refresh``, which a run triggered from the UI may set.
 
@@ -54,6 +59,7 @@ class ChangeSyncOperator(BaseOperator):
         "primary_key",
         "timestamp_column",
         "stream_id",
+        "sequence_column",
     )
     ui_color = "#c9e4ca"
 
@@ -67,6 +73,7 @@ class ChangeSyncOperator(BaseOperator):
         timestamp_column: str | None = None,
         stream_id: str | None = None,
         full_refresh: bool | None = None,
+        sequence_column: str | None = None,
         **kwargs: Any,
     ) -> None:
         # Mapped tasks get plain JSON descriptions: Airflow serializes expanded values, and an object's repr
@@ -86,10 +93,11 @@ class ChangeSyncOperator(BaseOperator):
         self.timestamp_column = timestamp_column
         self.stream_id = stream_id
         self.full_refresh = full_refresh
+        self.sequence_column = sequence_column
         self.destination_asset = asset
         self._summary: SyncSummary | None = None  # the last execute's, for OpenLineage
         # fail at parse time, not at run time
-        SyncSpec("check", self._key_columns(), mode, timestamp_column)
+        SyncSpec("check", self._key_columns(), mode, timestamp_column, sequence_column=sequence_column)
 
     def execute(self, context: Context) -> dict[str, Any]:
         spec = SyncSpec(
@@ -97,6 +105,7 @@ class ChangeSyncOperator(BaseOperator):
             primary_key=self._key_columns(),
             mode=self.mode,
             timestamp_column=self.timestamp_column,
+            sequence_column=self.sequence_column or None,
         )
         full_refresh = self.full_refresh
         if full_refresh is None:
@@ -113,54 +122,8 @@ class ChangeSyncOperator(BaseOperator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """OpenLineage: the source as input dataset (rows and files read), the destination as output dataset
-        (rows inserted, updated and deleted). Names come from the source's and destination's URIs."""
-        from airflow.providers.common.compat.openlineage.facet import (
-            InputDataset,
-            OutputDataset,
-            OutputStatisticsOutputDatasetFacet,
-        )
-        from airflow.providers.openlineage.extractors import OperatorLineage
-
-        summary = self._summary
-        input_facets: dict[str, Any] = {}
-        output_facets: dict[str, Any] = {}
-        if summary is not None:
-            try:  # not re-exported by common.compat: imported from the client, where recent ones have it
-                from openlineage.client.generated.input_statistics_input_dataset import (
-                    InputStatisticsInputDatasetFacet,
-                )
-            except ImportError:  # pragma: no cover - older client
-                pass
-            else:
-                input_facets["inputStatistics"] = InputStatisticsInputDatasetFacet(
-                    rowCount=summary.rows_read, fileCount=summary.files
-                )
-            output_facets["outputStatistics"] = OutputStatisticsOutputDatasetFacet(
-                rowCount=summary.rows_inserted + summary.rows_updated + summary.rows_deleted
-            )
-        source_namespace, source_name = openlineage_name(self.source.uri)
-        destination_namespace, destination_name = openlineage_name(self.destination.uri)
-        return OperatorLineage(
-            inputs=[InputDataset(namespace=source_namespace, name=source_name, inputFacets=input_facets)],
-            outputs=[OutputDataset(namespace=destination_namespace, name=destination_name, outputFacets=output_facets)],
-        )
+        (rows inserted, updated and deleted)."""
+        return operator_lineage(self.source.uri, self.destination.uri, self._summary)
 
     def _key_columns(self) -> tuple[str, ...]:
         return (self.primary_key,) if isinstance(self.primary_key, str) else tuple(self.primary_key)
-
-
-# Engines whose URIs end in a table name: OpenLineage names their datasets ``database.schema.table``.
-_SQL_SCHEMES = ("postgres", "snowflake", "bigquery", "databricks", "cdc-snowflake", "cdc-bigquery", "cdc-databricks")
-
-
-def openlineage_name(uri: str) -> tuple[str, str]:
-    """``(namespace, name)`` of a source or destination URI, after OpenLineage's naming conventions:
-    ``s3://bucket/prefix`` -> ``("s3://bucket", "prefix")``, ``file:///p`` -> ``("file", "/p")``,
-    ``postgres://host:5432/db/schema/table`` -> ``("postgres://host:5432", "db.schema.table")``."""
-    parts = urlsplit(uri.removeprefix("delta+"))  # a Delta table is named by where it is stored
-    path = parts.path.strip("/")
-    if not parts.netloc:
-        return parts.scheme, parts.path
-    if parts.scheme in _SQL_SCHEMES:
-        return f"{parts.scheme}://{parts.netloc}", path.replace("/", ".")
-    return f"{parts.scheme}://{parts.netloc}", path
