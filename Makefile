@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install demo test lint typecheck clean servers
+.PHONY: install demo test lint typecheck clean servers bench
 
 install: $(VENV)/.installed
 
@@ -48,6 +48,19 @@ tests/servers/node_modules/.installed: tests/servers/package.json tests/servers/
 # pytest runs last, so its summary line is the last line printed.
 test: lint typecheck servers
 	$(BIN)/pytest
+
+# Benchmarks: this provider, dlt and DuckDB's own SQL on the same change files (see benchmarks/run.py).
+# `make bench` runs N = 100k, 1M and 5M; `make bench ROWS=1000000` runs one size, and its last line is
+# `bench N=... ours_vs_dlt=... ours_vs_floor=... peak_rss_mib=... floor_rss_mib=...`.
+# dlt and matplotlib come from the `bench` dependency group of the same lock (not installed by `make test`).
+# Each job runs REPEAT times, interleaved; the best time and the highest peak RSS are reported.
+ROWS ?= 100000 1000000 5000000
+REPEAT ?= 3
+BENCH_ARGS ?=
+
+bench: install
+	$(UV) sync --frozen --compile-bytecode --group bench --inexact --quiet
+	$(BIN)/python -m benchmarks.run --rows $(ROWS) --repeat $(REPEAT) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
