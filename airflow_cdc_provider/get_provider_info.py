@@ -61,10 +61,12 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             },
         ],
-        # The asset URI schemes of the destinations that no other provider owns. PostgresDestination's
-        # postgres://host:port/database/schema/table is the Postgres provider's; DeltaDestination's file:// or
+        # The asset URI schemes of the destinations that no other provider owns (the SQL ones are named by
+        # connection id: no connection lookup when a DAG file is parsed). DeltaDestination's file:// or
         # object-store URI is its storage's. No handler: Airflow keeps these URIs as they are.
-        "asset-uris": [{"schemes": ["duckdb", "cdc-snowflake", "cdc-bigquery", "cdc-databricks"], "handler": None}],
+        "asset-uris": [
+            {"schemes": ["duckdb", "cdc-postgres", "cdc-snowflake", "cdc-bigquery", "cdc-databricks"], "handler": None}
+        ],
         # Connection types of this provider only; the table hooks use the official providers' own
         # (snowflake, databricks, google_cloud_platform).
         "connection-types": [

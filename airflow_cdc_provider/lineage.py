@@ -47,7 +47,16 @@ def operator_lineage(source_uri: str, destination_uri: str, summary: SyncSummary
 
 
 # Engines whose URIs end in a table name: OpenLineage names their datasets ``database.schema.table``.
-_SQL_SCHEMES = ("postgres", "snowflake", "bigquery", "databricks", "cdc-snowflake", "cdc-bigquery", "cdc-databricks")
+_SQL_SCHEMES = (
+    "postgres",
+    "snowflake",
+    "bigquery",
+    "databricks",
+    "cdc-postgres",
+    "cdc-snowflake",
+    "cdc-bigquery",
+    "cdc-databricks",
+)
 
 
 def openlineage_name(uri: str) -> tuple[str, str]:

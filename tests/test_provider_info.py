@@ -126,13 +126,6 @@ def test_every_destinations_asset_uri_scheme_is_registered(tmp_path: Path, monke
     assert ours <= emitted, f"registered but emitted by no destination: {sorted(ours - emitted)}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PostgresDestination.uri reads the connection (host, port, database), and ChangeSyncOperator builds its "
-    "outlet Asset from it in __init__: a DAG file syncing into PostgreSQL looks the connection up at every parse "
-    "and fails to import where the dag-processor cannot see it. Fix in destinations/postgres.py: a URI from the "
-    "connection id alone, as the push-down destinations do (cdc-postgres://<conn_id>/<schema>/<table>).",
-)
 def test_a_dag_syncing_into_postgres_parses_without_looking_up_its_connection(tmp_path: Path) -> None:
     from airflow.dag_processing.dagbag import DagBag
 

@@ -190,10 +190,10 @@ class PostgresDestination(Destination):
 
     @property
     def uri(self) -> str:
-        connection = self.hook.get_connection(self.postgres_conn_id)
+        """The Asset URI, from the connection id (as the push-down destinations): the operator builds its outlet
+        when the DAG file is parsed, where a connection lookup is slow or impossible."""
         schema, _, table = self.table.rpartition(".")
-        database = connection.schema or "postgres"
-        return f"postgres://{connection.host}:{connection.port or 5432}/{database}/{schema or 'public'}/{table}"
+        return f"cdc-postgres://{self.postgres_conn_id}/{schema or 'public'}/{table}"
 
     def read_checkpoint(self, stream_id: str) -> Checkpoint | None:
         """Read without taking the stream's lock; ``None`` when the stream does not exist yet."""
