@@ -60,3 +60,34 @@ def snowflake_table_name(name: str) -> str:
     Whatever the name holds, it stays one identifier per part.
     """
     return ".".join(quote_identifier(part) for part in snowflake_name_parts(name))
+
+
+# Back-quote escaping differs between BigQuery (backslash) and Databricks (doubling); a Databricks table name
+# also travels inside table_changes' string literal. No real table or column needs these, so they are refused.
+_BACKQUOTE_REFUSED = ("`", "\\", "'", '"', "\n", "\r", "\x00")
+
+
+def backquote(name: str) -> str:
+    """A BigQuery or Databricks identifier in back-quotes; a back-quote, backslash, quote or line break is refused."""
+    if not name or any(character in name for character in _BACKQUOTE_REFUSED):
+        raise ValueError(
+            f"invalid identifier {name!r}: a back-quoted name must be non-empty and hold no back-quote, "
+            "backslash, quote or line break"
+        )
+    return f"`{name}`"
+
+
+def backquoted_table_name(name: str, engine: str) -> str:
+    """``project.dataset.table`` (BigQuery) or ``catalog.schema.table`` (Databricks), back-quoted part by part."""
+    parts = name.split(".")
+    if not 1 <= len(parts) <= 3 or not all(parts):
+        raise ValueError(f"invalid {engine} table name {name!r}: expected one to three dot-separated parts")
+    return ".".join(backquote(part) for part in parts)
+
+
+def bigquery_table_name(name: str) -> str:
+    return backquoted_table_name(name, "BigQuery")
+
+
+def databricks_table_name(name: str) -> str:
+    return backquoted_table_name(name, "Databricks")

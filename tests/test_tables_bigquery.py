@@ -19,10 +19,10 @@ from airflow_cdc_provider.hooks.bigquery import (
     BigQueryChangeFeedHook,
     Window,
     bigquery_changes,
-    bigquery_table_name,
     windows,
 )
 from airflow_cdc_provider.pipeline import SyncSpec, run_sync
+from airflow_cdc_provider.sql import bigquery_table_name
 from tests.tables_fakes import FakeBigQueryService, FakeVendorService
 
 NOW = datetime(2023, 12, 31, 12, 0, tzinfo=timezone.utc)
@@ -87,9 +87,11 @@ def test_tables_bigquery_mapping_update_pair_and_order() -> None:
 
 def test_tables_bigquery_table_name_quoting() -> None:
     assert bigquery_table_name("p.d.t") == "`p`.`d`.`t`"
-    assert bigquery_table_name("p.d.t`; DROP x") == "`p`.`d`.`t\\`; DROP x`"
-    parsed = sqlglot.parse_one(f"SELECT * FROM {bigquery_table_name('p.d.t`; DROP x')}", read="bigquery")
-    assert [t.name for t in parsed.find_all(exp.Table)] == ["t`; DROP x"]
+    parsed = sqlglot.parse_one(f"SELECT * FROM {bigquery_table_name('my-project.d.t; DROP x')}", read="bigquery")
+    assert [t.name for t in parsed.find_all(exp.Table)] == ["t; DROP x"]
+    for bad in ("p.d.t`; DROP x", "p.d.t\\", "p.d.t'", "p..t", "a.b.c.d"):
+        with pytest.raises(ValueError, match="invalid"):
+            bigquery_table_name(bad)
 
 
 def test_tables_bigquery_catch_up_in_day_windows_behind_safety_lag(tmp_path: Path) -> None:

@@ -13,8 +13,9 @@ from sqlglot.tokens import TokenType
 
 from airflow_cdc_provider.destinations.duckdb import DuckDBDestination
 from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
-from airflow_cdc_provider.hooks.databricks import DatabricksChangeFeedHook, databricks_table_name
+from airflow_cdc_provider.hooks.databricks import DatabricksChangeFeedHook
 from airflow_cdc_provider.pipeline import SyncSpec, run_sync
+from airflow_cdc_provider.sql import databricks_table_name
 from tests.tables_fakes import FakeDatabricksService, FakeVendorService
 
 
@@ -43,9 +44,10 @@ def _documented_changes() -> pa.Table:
 
 
 def test_tables_databricks_table_name_quoting() -> None:
-    assert databricks_table_name("main.my schema.t`x") == "`main`.`my schema`.`t``x`"
-    with pytest.raises(ValueError, match="quotes"):
-        databricks_table_name("t'); DROP TABLE x; --")
+    assert databricks_table_name("main.my schema.t; x") == "`main`.`my schema`.`t; x`"
+    for bad in ("t'); DROP TABLE x; --", "main.s.t`x", 'a."b"', "t\\"):
+        with pytest.raises(ValueError, match="quote|backslash"):
+            databricks_table_name(bad)
 
 
 def test_tables_databricks_sql_and_pipeline_with_documented_result(tmp_path: Path) -> None:

@@ -51,8 +51,9 @@ def test_tables_system_snowflake(tmp_path: Path) -> None:
 
 def test_tables_system_databricks(tmp_path: Path) -> None:
     table = _needs("AIRFLOW_CONN_DATABRICKS_DEFAULT", "CDC_SYSTEM_DATABRICKS_TABLE")
-    from airflow_cdc_provider.hooks.databricks import DatabricksChangeFeedHook, databricks_table_name
+    from airflow_cdc_provider.hooks.databricks import DatabricksChangeFeedHook
     from airflow_cdc_provider.operators.enable import EnableDeltaChangeDataFeedOperator
+    from airflow_cdc_provider.sql import databricks_table_name
 
     source, quoted = DatabricksChangeFeedHook(table), databricks_table_name(table)
     source.sql_hook.run(f"CREATE OR REPLACE TABLE {quoted} (id INT, c1 STRING)")
@@ -68,8 +69,9 @@ def test_tables_system_databricks(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_tables_system_bigquery(tmp_path: Path) -> None:
     table = _needs("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", "CDC_SYSTEM_BIGQUERY_TABLE")
-    from airflow_cdc_provider.hooks.bigquery import BigQueryChangeFeedHook, bigquery_table_name
+    from airflow_cdc_provider.hooks.bigquery import BigQueryChangeFeedHook
     from airflow_cdc_provider.operators.enable import EnableBigQueryChangeHistoryOperator
+    from airflow_cdc_provider.sql import bigquery_table_name
 
     source, quoted = BigQueryChangeFeedHook(table), bigquery_table_name(table)
     client = source._client()

@@ -36,23 +36,14 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_cdc_provider.destinations.base import ApplyStats, Checkpoint
-from airflow_cdc_provider.destinations.pushdown import ChangeQuery, PushDownTableDestination, backquote, merge_sql
+from airflow_cdc_provider.destinations.pushdown import ChangeQuery, PushDownTableDestination, merge_sql
 from airflow_cdc_provider.exceptions import ConcurrentSyncError
+from airflow_cdc_provider.sql import backquote, bigquery_table_name
 
 if TYPE_CHECKING:
     from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
 
 MOVED = "cdc: another run moved the checkpoint"
-
-
-def bigquery_name(name: str) -> str:
-    """``project.dataset.table`` back-quoted part by part; back-quotes, backslashes and newlines are refused."""
-    parts = name.split(".")
-    if not 1 <= len(parts) <= 3 or not all(parts):
-        raise ValueError(
-            f"invalid BigQuery table name {name!r}: expected table, dataset.table or project.dataset.table"
-        )
-    return ".".join(backquote(part) for part in parts)
 
 
 class BigQueryDestination(PushDownTableDestination):
@@ -71,7 +62,7 @@ class BigQueryDestination(PushDownTableDestination):
     engine = "bigquery"
     engine_name = "BigQuery"
     conn_name_attr = "gcp_conn_id"
-    quote_name = staticmethod(bigquery_name)
+    quote_name = staticmethod(bigquery_table_name)
 
     def __init__(
         self,

@@ -35,21 +35,12 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_cdc_provider.destinations.base import ApplyStats, Checkpoint
-from airflow_cdc_provider.destinations.pushdown import ChangeQuery, PushDownTableDestination, backquote, merge_sql
+from airflow_cdc_provider.destinations.pushdown import ChangeQuery, PushDownTableDestination, merge_sql
 from airflow_cdc_provider.exceptions import ConcurrentSyncError
+from airflow_cdc_provider.sql import backquote, databricks_table_name
 
 if TYPE_CHECKING:
     from airflow.providers.databricks.hooks.databricks_sql import DatabricksSqlHook
-
-
-def databricks_name(name: str) -> str:
-    """``catalog.schema.table`` back-quoted part by part; back-quotes, quotes and backslashes are refused."""
-    parts = name.split(".")
-    if not 1 <= len(parts) <= 3 or not all(parts) or any(bad in name for bad in ("'", '"')):
-        raise ValueError(
-            f"invalid Databricks table name {name!r}: expected table, schema.table or catalog.schema.table"
-        )
-    return ".".join(backquote(part) for part in parts)
 
 
 class DatabricksDestination(PushDownTableDestination):
@@ -69,7 +60,7 @@ class DatabricksDestination(PushDownTableDestination):
     engine = "databricks"
     engine_name = "Databricks"
     conn_name_attr = "databricks_conn_id"
-    quote_name = staticmethod(databricks_name)
+    quote_name = staticmethod(databricks_table_name)
 
     def __init__(
         self,

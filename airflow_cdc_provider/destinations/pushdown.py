@@ -222,13 +222,6 @@ def snapshot_sql(snapshot_query: str, quote: Quote, sequence: int = 0) -> str:
     )
 
 
-def backquote(name: str) -> str:
-    """A BigQuery / Databricks identifier in back-quotes (a back-quote inside escaped per engine is refused)."""
-    if not name or "`" in name or "\\" in name or "\n" in name:
-        raise ValueError(f"invalid column name {name!r} for a back-quoted identifier")
-    return f"`{name}`"
-
-
 class PushDownTableDestination(Destination):
     """What the push-down destinations share: a table of one engine, named, located and refused the same way.
 

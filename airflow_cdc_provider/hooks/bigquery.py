@@ -42,10 +42,11 @@ import pyarrow.compute as pc
 from airflow.sdk import BaseHook
 
 from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE, DELETE, UPSERT
-from airflow_cdc_provider.destinations.pushdown import ChangeQuery, backquote, snapshot_sql
+from airflow_cdc_provider.destinations.pushdown import ChangeQuery, snapshot_sql
 from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
 from airflow_cdc_provider.hooks.tables import change_batch, check_known, plain_types, require_primary_key, text_column
+from airflow_cdc_provider.sql import backquote, bigquery_table_name
 
 if TYPE_CHECKING:
     from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
@@ -62,16 +63,6 @@ DEFAULT_SAFETY_LAG = timedelta(minutes=15)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _DISABLED_HINTS = ("enable_change_history",)
 _EXPIRED_HINTS = ("time travel", "before the table creation", "earlier than allowed")
-
-
-def bigquery_table_name(name: str) -> str:
-    """``project.dataset.table`` quoted part by part in backticks; a backtick or backslash is escaped."""
-    parts = name.split(".")
-    if not 1 <= len(parts) <= 3 or not all(parts) or any("\n" in part for part in parts):
-        raise ValueError(
-            f"invalid BigQuery table name {name!r}: expected table, dataset.table or project.dataset.table"
-        )
-    return ".".join("`" + part.replace("\\", "\\\\").replace("`", "\\`") + "`" for part in parts)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ import pyarrow as pa
 from airflow.sdk import BaseHook
 
 from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE, DELETE, UPSERT
-from airflow_cdc_provider.destinations.pushdown import ChangeQuery, backquote, snapshot_sql
+from airflow_cdc_provider.destinations.pushdown import ChangeQuery, snapshot_sql
 from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
 from airflow_cdc_provider.hooks.delta import (
@@ -42,6 +42,7 @@ from airflow_cdc_provider.hooks.delta import (
     snapshot_changes,
 )
 from airflow_cdc_provider.hooks.tables import require_primary_key
+from airflow_cdc_provider.sql import backquote, databricks_table_name
 
 if TYPE_CHECKING:
     from airflow.providers.databricks.hooks.databricks_sql import DatabricksSqlHook
@@ -55,21 +56,6 @@ _EXPIRED_CLASSES = (
 )
 _DISABLED_CLASSES = ("DELTA_MISSING_CHANGE_DATA", "DELTA_CHANGE_DATA_FEED_NOT_ENABLED", "CHANGE_DATA_FEED_NOT_ENABLED")
 FETCH_ROWS = 100_000
-
-
-def databricks_table_name(name: str) -> str:
-    """``catalog.schema.table`` back-quoted part by part, a back-quote inside doubled.
-
-    Quotes and backslashes are refused: the name also travels inside ``table_changes``' string literal.
-    """
-    parts = name.split(".")
-    if not 1 <= len(parts) <= 3 or not all(parts):
-        raise ValueError(
-            f"invalid Databricks table name {name!r}: expected table, schema.table or catalog.schema.table"
-        )
-    if any(bad in name for bad in ("'", "\\", "\n", "\x00")):
-        raise ValueError(f"invalid Databricks table name {name!r}: it must not hold quotes, backslashes or newlines")
-    return ".".join("`" + part.replace("`", "``") + "`" for part in parts)
 
 
 def translate_error(err: Exception, table: str, start: int, end: int) -> Exception | None:

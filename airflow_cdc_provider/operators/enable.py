@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import BaseOperator
 
-from airflow_cdc_provider.hooks.bigquery import BigQueryChangeFeedHook, bigquery_table_name
-from airflow_cdc_provider.hooks.databricks import DatabricksChangeFeedHook, databricks_table_name
+from airflow_cdc_provider.hooks.bigquery import BigQueryChangeFeedHook
+from airflow_cdc_provider.hooks.databricks import DatabricksChangeFeedHook
 from airflow_cdc_provider.hooks.delta import CDF_PROPERTY, DeltaChangeFeedHook
 from airflow_cdc_provider.hooks.snowflake import SnowflakeChangeFeedHook, snowflake_table_name
+from airflow_cdc_provider.sql import bigquery_table_name, databricks_table_name
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
