@@ -472,14 +472,7 @@ class DeltaTransaction(DestinationTransaction):
             updates = {_delta_name(name): f"s.{_delta_name(name)}" for name in plan.columns.names}
             is_type = f"s.{CHANGE_TYPE} = "
             (
-                table.merge(
-                    source,
-                    _delta_match(plan.primary_key),
-                    source_alias="s",
-                    target_alias="t",
-                    merge_schema=bool(plan.changes.added),
-                    commit_properties=properties,
-                )
+                _merge_into(table, source, plan, properties)
                 .when_matched_delete(is_type + f"'{DELETE}'")
                 .when_matched_update(updates, is_type + f"'{UPSERT}'")
                 .when_not_matched_insert(updates, is_type + f"'{UPSERT}'")
@@ -515,14 +508,7 @@ class DeltaTransaction(DestinationTransaction):
         else:
             is_delete += f" AND t.{DELETED_AT} IS NULL"
         merger = (
-            table.merge(
-                source,
-                _delta_match(plan.primary_key),
-                source_alias="s",
-                target_alias="t",
-                merge_schema=bool(plan.changes.added),
-                commit_properties=properties,
-            )
+            _merge_into(table, source, plan, properties)
             .when_matched_update(upsert, is_upsert)
             .when_matched_update(delete, is_delete)
             .when_not_matched_insert(upsert, is_upsert)
@@ -559,14 +545,7 @@ class DeltaTransaction(DestinationTransaction):
         opened = {_delta_name(name): f"s.{_delta_name(name)}" for name in plan.columns.names}
         opened.update({VALID_FROM: f"s.{_TIME}", IS_CURRENT: "true"})
         merger = (
-            table.merge(
-                source,
-                f"s.{_CLOSE} AND t.{IS_CURRENT} AND {_delta_match(plan.primary_key)}",
-                source_alias="s",
-                target_alias="t",
-                merge_schema=bool(plan.changes.added),
-                commit_properties=properties,
-            )
+            _merge_into(table, source, plan, properties, on=f"s.{_CLOSE} AND t.{IS_CURRENT} AND ")
             .when_matched_update({VALID_TO: f"s.{_TIME}", IS_CURRENT: "false"})
             .when_not_matched_insert(opened, f"NOT s.{_CLOSE}")
         )
@@ -703,3 +682,15 @@ def _duckdb_type(data_type: pa.DataType, con: duckdb.DuckDBPyConnection) -> str:
     from airflow_cdc_provider.destinations.staging import duckdb_types
 
     return duckdb_types(con, pa.schema([pa.field("c", data_type)]))["c"]
+
+
+def _merge_into(table: DeltaTable, source: Any, plan: _Plan, properties: Any, on: str = "") -> Any:
+    """A merge builder of the run's changes (alias ``s``) into the table (alias ``t``) on ``on`` and the key."""
+    return table.merge(
+        source,
+        on + _delta_match(plan.primary_key),
+        source_alias="s",
+        target_alias="t",
+        merge_schema=bool(plan.changes.added),
+        commit_properties=properties,
+    )
