@@ -310,3 +310,13 @@ def test_the_operator_passes_the_sequence_column_and_reports_stale_changes(tmp_p
         ChangeSyncOperator(
             task_id="bad", source=feed.source, destination=destination, primary_key="v", sequence_column="v"
         )
+
+
+@pytest.mark.parametrize("targets", ["postgres"], indirect=True)
+def test_postgres_refuses_a_table_name_whose_tombstone_table_would_be_cut(target: Target, tmp_path: Path) -> None:
+    """PostgreSQL cuts identifiers at 63 bytes, so two long table names would share one tombstone table."""
+    feed = Feed(tmp_path / "feed")
+    feed.land([{"id": 1, "name": "a", "v": 1}])
+    with pytest.raises(ValueError, match="longer than PostgreSQL's 63-byte identifiers"):
+        run_sync(feed.source, target.destination("t" * 50), SPEC)
+    assert counts(run_sync(feed.source, target.destination("t" * 47), SPEC)) == (1, 0, 0, 0)

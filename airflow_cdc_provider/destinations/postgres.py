@@ -34,6 +34,7 @@ from airflow_cdc_provider.changes import (
 )
 from airflow_cdc_provider.destinations.base import (
     TIME_TYPE,
+    TOMBSTONES_SUFFIX,
     ApplyStats,
     BatchRuns,
     Checkpoint,
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 _STAGE = "_cdc_stage"
 _NET = "_cdc_net"
 _LOCK_NAMESPACE = "airflow-cdc-provider"
+_MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1
 
 
 @dataclass(frozen=True)
@@ -380,6 +382,7 @@ class PostgresTransaction(DestinationTransaction):
         seq = quote_identifier(sequence_column) if sequence_column else None
         stale = 0
         if seq:  # a net change older than what the table holds for its key is skipped
+            self._check_tombstones_name()
             newer = f"{match} AND target.{seq} > {_NET}.{seq}"
             current = f" AND target.{IS_CURRENT}" if self._shape.history else ""
             stale = self._run(f"DELETE FROM {_NET} USING {self._table} AS target WHERE {newer}{current}")
@@ -438,6 +441,16 @@ class PostgresTransaction(DestinationTransaction):
         if sequence_column and self._shape.uses_tombstone_table:
             self._keep_tombstones(primary_key, sequence_column)
         return ApplyStats(rows_inserted=inserted, rows_updated=updated, rows_deleted=deleted, rows_skipped_stale=stale)
+
+    def _check_tombstones_name(self) -> None:
+        """PostgreSQL cuts identifiers at 63 bytes: two long table names would share one tombstone table."""
+        table = self._tombstones_name.rpartition(".")[2]
+        if self._shape.uses_tombstone_table and len(table.encode()) > _MAX_IDENTIFIER_BYTES:
+            raise ValueError(
+                f"table {self._table_name}: its tombstone table {table!r} is longer than PostgreSQL's "
+                f"{_MAX_IDENTIFIER_BYTES}-byte identifiers; with a sequence_column, use a table name of at most "
+                f"{_MAX_IDENTIFIER_BYTES - len(TOMBSTONES_SUFFIX)} bytes"
+            )
 
     def _keep_tombstones(self, primary_key: Sequence[str], sequence_column: str) -> None:
         """Deleted keys' sequences in ``<table>__cdc_tombstones``; an upserted key's tombstone goes; old ones purge."""
