@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_cdc_provider.destinations.base import ApplyStats, Checkpoint
 from airflow_cdc_provider.destinations.pushdown import ChangeQuery, PushDownTableDestination, merge_sql
 from airflow_cdc_provider.exceptions import ConcurrentSyncError
+from airflow_cdc_provider.hooks.tables import closing_cursor
 from airflow_cdc_provider.sql import quote_identifier, snowflake_table_name
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ class SnowflakeDestination(PushDownTableDestination):
         return SnowflakeHook(snowflake_conn_id=self.snowflake_conn_id)
 
     def read_checkpoint(self, stream_id: str) -> Checkpoint | None:
-        with self._cursor() as cursor:
+        with closing_cursor(self.sql_hook) as cursor:
             self._create_checkpoints(cursor)
             return self._select_checkpoint(cursor, stream_id)
 
@@ -98,7 +99,7 @@ class SnowflakeDestination(PushDownTableDestination):
     ) -> ApplyStats:
         """Merge the net effect of ``query`` and write ``checkpoint`` in one Snowflake transaction."""
         self.check_engine(query)
-        with self._cursor() as cursor:
+        with closing_cursor(self.sql_hook) as cursor:
             self._create_checkpoints(cursor)
             columns: list[str] = []
             if not query.empty:
@@ -161,18 +162,6 @@ class SnowflakeDestination(PushDownTableDestination):
                 f"stream {stream_id!r}: another run moved the checkpoint in {self.quoted_checkpoints}; "
                 f"this run applied nothing to {self.table}"
             )
-
-    @contextlib.contextmanager
-    def _cursor(self) -> Iterator[Any]:
-        conn = self.sql_hook.get_conn()
-        try:
-            cursor = conn.cursor()
-            try:
-                yield cursor
-            finally:
-                cursor.close()
-        finally:
-            conn.close()
 
 
 def _merge_stats(cursor: Any) -> ApplyStats:

@@ -35,7 +35,6 @@ never misses a DML change.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from functools import cached_property
@@ -49,7 +48,14 @@ from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE, DELETE, U
 from airflow_cdc_provider.destinations.pushdown import ChangeQuery, snapshot_sql
 from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
-from airflow_cdc_provider.hooks.tables import change_batch, check_known, plain_types, require_primary_key, text_column
+from airflow_cdc_provider.hooks.tables import (
+    change_batch,
+    check_known,
+    closing_cursor,
+    plain_types,
+    require_primary_key,
+    text_column,
+)
 from airflow_cdc_provider.sql import quote_identifier, snowflake_table_name
 
 if TYPE_CHECKING:
@@ -135,7 +141,7 @@ class SnowflakeChangeFeedHook(BaseHook):
 
     def now(self) -> datetime:
         """Snowflake's clock, the end of the next window."""
-        with self._cursor() as cursor:
+        with closing_cursor(self.sql_hook) as cursor:
             cursor.execute("SELECT CURRENT_TIMESTAMP()")
             value = cursor.fetchone()[0]
         return _aware(value)
@@ -208,7 +214,7 @@ class SnowflakeChangeFeedHook(BaseHook):
         params = {"table": names[-1]}
         if len(names) >= 2:
             params["schema"] = names[-2]
-        with self._cursor() as cursor:
+        with closing_cursor(self.sql_hook) as cursor:
             cursor.execute(self.last_altered_query(), params)
             row = cursor.fetchone()
         if row is None or row[0] is None:
@@ -252,7 +258,7 @@ class SnowflakeChangeFeedHook(BaseHook):
         snapshot: bool,
     ) -> Iterator[pa.RecordBatch]:
         try:
-            with self._cursor() as cursor:
+            with closing_cursor(self.sql_hook) as cursor:
                 cursor.execute(sql, params)
                 for table in cursor.fetch_arrow_batches():
                     for batch in table.to_batches():
@@ -275,18 +281,6 @@ class SnowflakeChangeFeedHook(BaseHook):
                 raise
             raise translated from err
         pull.units_done = 1
-
-    @contextlib.contextmanager
-    def _cursor(self) -> Iterator[Any]:
-        conn = self.sql_hook.get_conn()
-        try:
-            cursor = conn.cursor()
-            try:
-                yield cursor
-            finally:
-                cursor.close()
-        finally:
-            conn.close()
 
 
 def _aware(value: Any) -> datetime:

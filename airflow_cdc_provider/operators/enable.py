@@ -21,8 +21,9 @@ from airflow.sdk import BaseOperator
 from airflow_cdc_provider.hooks.bigquery import BigQueryChangeFeedHook
 from airflow_cdc_provider.hooks.databricks import DatabricksChangeFeedHook
 from airflow_cdc_provider.hooks.delta import CDF_PROPERTY, DeltaChangeFeedHook
-from airflow_cdc_provider.hooks.snowflake import SnowflakeChangeFeedHook, snowflake_table_name
-from airflow_cdc_provider.sql import bigquery_table_name, databricks_table_name
+from airflow_cdc_provider.hooks.snowflake import SnowflakeChangeFeedHook
+from airflow_cdc_provider.hooks.tables import closing_cursor
+from airflow_cdc_provider.sql import bigquery_table_name, databricks_table_name, snowflake_table_name
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -192,7 +193,7 @@ class EnableSnowflakeChangeTrackingOperator(BaseOperator):
         raise RuntimeError(f"Snowflake table {self.table} not found (SHOW TABLES LIKE '{name}'{scope})")
 
     def _execute(self, sql: str, params: dict[str, Any] | None) -> tuple[list[str], list[tuple[Any, ...]]]:
-        with self.hook._cursor() as cursor:
+        with closing_cursor(self.hook.sql_hook) as cursor:
             cursor.execute(sql, params)
             names = [str(column[0]).lower() for column in cursor.description or []]
             return names, list(cursor.fetchall()) if names else []
