@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from airflow_cdc_provider.changes import CHANGE_SEQUENCE, RESERVED_COLUMNS, SYSTEM_COLUMNS, check_sequence
 from airflow_cdc_provider.destinations import pushdown
-from airflow_cdc_provider.destinations.base import Destination
+from airflow_cdc_provider.destinations.base import ApplyStats, Destination
 from airflow_cdc_provider.hooks.base import ChangeFeed, ChangePull
 from airflow_cdc_provider.incremental import NewerThan
 
@@ -95,6 +95,13 @@ class SyncSummary:
     cursor: dict[str, Any] = field(default_factory=dict)
     files_quarantined: dict[str, str] = field(default_factory=dict)
 
+    def record(self, stats: ApplyStats, checkpoint: dict[str, Any], started: float) -> None:
+        """Take a committed merge's counts and checkpoint; ``seconds`` since ``started`` (``time.monotonic()``)."""
+        self.rows_inserted, self.rows_updated = stats.rows_inserted, stats.rows_updated
+        self.rows_deleted, self.rows_skipped_stale = stats.rows_deleted, stats.rows_skipped_stale
+        self.cursor = checkpoint
+        self.seconds = round(time.monotonic() - started, 3)
+
     @property
     def rows_upserted(self) -> int:
         return self.rows_inserted + self.rows_updated
@@ -156,7 +163,6 @@ def run_sync(
             order_by = (spec.sequence_column, CHANGE_SEQUENCE)
         transaction.stage(batches)
         stats = transaction.apply(spec.primary_key, order_by, sequence_column=spec.sequence_column)
-        summary.rows_skipped_stale = stats.rows_skipped_stale
         if stats.rows_skipped_stale:
             logger.info(
                 "Stream %s: %d keys' changes skipped as older than the %s the destination holds",
@@ -176,13 +182,7 @@ def run_sync(
     if pull.after_commit is not None:
         _after_commit(pull.after_commit, spec.stream_id, logger)
     summary.files = pull.units_done
-    summary.rows_inserted, summary.rows_updated, summary.rows_deleted = (
-        stats.rows_inserted,
-        stats.rows_updated,
-        stats.rows_deleted,
-    )
-    summary.cursor = new_checkpoint
-    summary.seconds = round(time.monotonic() - started, 3)
+    summary.record(stats, new_checkpoint, started)
     logger.info(
         "Stream %s committed: %d %s, %d rows read, %d inserted, %d updated, %d deleted in %.2fs",
         spec.stream_id,

@@ -141,13 +141,7 @@ def run_pushed_down(
         spec.stream_id, query, spec.primary_key, checkpoint, expected, full_refresh=full_refresh
     )
     summary.files = 0 if query.empty else 1
-    summary.rows_inserted, summary.rows_updated, summary.rows_deleted = (
-        stats.rows_inserted,
-        stats.rows_updated,
-        stats.rows_deleted,
-    )
-    summary.cursor = checkpoint
-    summary.seconds = round(time.monotonic() - started, 3)
+    summary.record(stats, checkpoint, started)
     logger.info(
         "Stream %s committed in %s: %d inserted, %d updated, %d deleted in %.2fs (no rows through the worker)",
         spec.stream_id,
