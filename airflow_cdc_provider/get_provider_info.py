@@ -29,6 +29,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_cdc_provider.hooks.local",
                     "airflow_cdc_provider.hooks.remote",
                     "airflow_cdc_provider.hooks.s3",
+                    "airflow_cdc_provider.hooks.azure_blob",
                     "airflow_cdc_provider.hooks.wasb",
                     "airflow_cdc_provider.hooks.landing_zone",
                     "airflow_cdc_provider.hooks.gcs",

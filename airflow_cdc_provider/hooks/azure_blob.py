@@ -1,4 +1,4 @@
-"""Listing and downloading change files in an Azure Blob container: shared by wasb.py and landing_zone.py.
+"""The Azure Blob store of the wasb.py and landing_zone.py feeds: list, download, move and delete blobs.
 
 Only the blob API is used (no ADLS directory API), so it works on every storage account, hierarchical
 namespace or not, and on Azurite.
@@ -7,13 +7,21 @@ namespace or not, and on Azurite.
 from __future__ import annotations
 
 import time
+from abc import abstractmethod
 from collections.abc import Iterator
 
 from azure.core import MatchConditions
 from azure.storage.blob import ContainerClient
 
 from airflow_cdc_provider.hooks.files import ChangeFile
-from airflow_cdc_provider.hooks.remote import join_key, list_prefix, relative_key, unless_changed, utc
+from airflow_cdc_provider.hooks.remote import (
+    RemoteFileChangeFeedHook,
+    join_key,
+    list_prefix,
+    relative_key,
+    unless_changed,
+    utc,
+)
 
 # ADLS Gen2 accounts show folders as empty blobs with this metadata.
 _FOLDER_METADATA = "hdi_isfolder"
@@ -74,3 +82,26 @@ def remove_blob_file(container: ContainerClient, prefix: str, file: ChangeFile) 
         container.delete_blob(
             join_key(prefix, file.path), etag=f'"{file.identity}"', match_condition=MatchConditions.IfNotModified
         )
+
+
+class BlobContainerChangeFeedHook(RemoteFileChangeFeedHook):
+    """Change files under ``prefix`` of an Azure Blob container; subclasses say how the container is reached."""
+
+    prefix: str
+
+    @property
+    @abstractmethod
+    def container_client(self) -> ContainerClient:
+        """The container, authenticated (built without a request)."""
+
+    def list_files(self) -> Iterator[ChangeFile]:
+        return list_blob_files(self.container_client, self.prefix)
+
+    def download(self, file: ChangeFile, local_path: str) -> None:
+        download_blob_file(self.container_client, self.prefix, file, local_path)
+
+    def move(self, file: ChangeFile, path: str) -> None:
+        move_blob_file(self.container_client, self.prefix, file, path)
+
+    def remove(self, file: ChangeFile) -> None:
+        remove_blob_file(self.container_client, self.prefix, file)

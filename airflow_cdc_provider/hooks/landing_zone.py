@@ -8,7 +8,7 @@ and is masked in task logs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -16,16 +16,14 @@ from urllib.parse import parse_qs, urlsplit
 from airflow.sdk.log import mask_secret
 from azure.storage.blob import ContainerClient
 
-from airflow_cdc_provider.hooks.azure_blob import download_blob_file, list_blob_files, move_blob_file, remove_blob_file
-from airflow_cdc_provider.hooks.files import ChangeFile
-from airflow_cdc_provider.hooks.remote import RemoteFileChangeFeedHook
+from airflow_cdc_provider.hooks.azure_blob import BlobContainerChangeFeedHook
 
 
 class LandingZoneSasError(ValueError):
     """The landing-zone connection does not hold a usable container SAS URL; the message says what to set."""
 
 
-class LandingZoneChangeFeedHook(RemoteFileChangeFeedHook):
+class LandingZoneChangeFeedHook(BlobContainerChangeFeedHook):
     """Change files in an Azure data landing zone reached with a container SAS URL; identity is the ETag.
 
     The SAS needs the *read* and *list* permissions on the container (and *write* and *delete* to archive or
@@ -88,15 +86,3 @@ class LandingZoneChangeFeedHook(RemoteFileChangeFeedHook):
         """The container URL without the SAS: stable when the token is rotated, and free of secrets."""
         parts = urlsplit(self.sas_url)
         return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/{self.prefix.strip('/')}"
-
-    def list_files(self) -> Iterator[ChangeFile]:
-        return list_blob_files(self.container_client, self.prefix)
-
-    def download(self, file: ChangeFile, local_path: str) -> None:
-        download_blob_file(self.container_client, self.prefix, file, local_path)
-
-    def move(self, file: ChangeFile, path: str) -> None:
-        move_blob_file(self.container_client, self.prefix, file, path)
-
-    def remove(self, file: ChangeFile) -> None:
-        remove_blob_file(self.container_client, self.prefix, file)

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
 
 from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
 from azure.storage.blob import ContainerClient
 
-from airflow_cdc_provider.hooks.azure_blob import download_blob_file, list_blob_files, move_blob_file, remove_blob_file
-from airflow_cdc_provider.hooks.files import ChangeFile
-from airflow_cdc_provider.hooks.remote import RemoteFileChangeFeedHook
+from airflow_cdc_provider.hooks.azure_blob import BlobContainerChangeFeedHook
 
 
-class WasbChangeFeedHook(RemoteFileChangeFeedHook):
+class WasbChangeFeedHook(BlobContainerChangeFeedHook):
     """Change files under a prefix of an Azure Blob container; a file's identity is its ETag.
 
     Any authentication the ``wasb`` connection supports works (connection string, account key, SAS token,
@@ -50,15 +48,3 @@ class WasbChangeFeedHook(RemoteFileChangeFeedHook):
     def uri(self) -> str:
         # The account comes from the connection (no request is made): container names are per account.
         return f"wasb://{self.container}@{self.container_client.account_name}/{self.prefix.strip('/')}"
-
-    def list_files(self) -> Iterator[ChangeFile]:
-        return list_blob_files(self.container_client, self.prefix)
-
-    def download(self, file: ChangeFile, local_path: str) -> None:
-        download_blob_file(self.container_client, self.prefix, file, local_path)
-
-    def move(self, file: ChangeFile, path: str) -> None:
-        move_blob_file(self.container_client, self.prefix, file, path)
-
-    def remove(self, file: ChangeFile) -> None:
-        remove_blob_file(self.container_client, self.prefix, file)
