@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install demo test lint typecheck clean servers bench
+.PHONY: install demo test lint typecheck imports clean servers bench
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# DESIGN §4's layers (pyproject's [tool.importlinter]).
+imports: install
+	$(BIN)/lint-imports
+
 # Local servers of the integration tests: Azurite from npm (pinned in tests/servers); Debian's sshd and
 # PostgreSQL 15, and chromium for the real-Airflow screenshots, installed with apt when missing and we are root
 # (without them, those tests skip).
@@ -46,7 +50,7 @@ tests/servers/node_modules/.installed: tests/servers/package.json tests/servers/
 	touch $@
 
 # pytest runs last, so its summary line is the last line printed.
-test: lint typecheck servers
+test: lint typecheck imports servers
 	$(BIN)/pytest
 
 # Benchmarks: this provider, dlt and DuckDB's own SQL on the same change files (see benchmarks/run.py).

@@ -14,7 +14,7 @@ one is refused, so a user column can never be mistaken for them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +27,7 @@ from airflow_cdc_provider.exceptions import (
     SequenceColumnError,
     UnknownChangeTypeError,
 )
-from airflow_cdc_provider.sql import column_list, quote_identifier
+from airflow_cdc_provider.sql import quote_identifier
 
 CHANGE_TYPE = "_change_request_type"
 CHANGE_SEQUENCE = "_change_sequence"
@@ -191,16 +191,29 @@ def check_sequence(batches: Iterable[pa.RecordBatch], column: str) -> Iterator[p
         yield batch
 
 
-def net_effect_query(source: str, primary_key: Sequence[str], order_by: Sequence[str] = (CHANGE_SEQUENCE,)) -> str:
+def net_effect_query(
+    source: str,
+    primary_key: Sequence[str],
+    order_by: Sequence[str] = (CHANGE_SEQUENCE,),
+    *,
+    quote: Callable[[str], str] = quote_identifier,
+    distinct_on: bool = False,
+) -> str:
     """SQL selecting, per key, the last change of ``source`` by ``order_by`` (descending, nulls last).
 
     Keys whose last change is ``d`` are to be deleted, keys whose last change is ``u`` upserted with that row.
-    Written with a window function in a sub-query, so PostgreSQL, DuckDB and the warehouses all run it.
-    ``source`` is a quoted table name or a parenthesised query; its rows carry ``_cdc_rank`` besides their own.
+    Written with a window function in a sub-query, so PostgreSQL, DuckDB and the warehouses all run it (its rows
+    carry ``_cdc_rank`` besides their own), or with ``distinct_on``, PostgreSQL's faster form of the same rule.
+
+    :param source: a quoted table name or a parenthesised query with an alias.
+    :param quote: the engine's identifier quoting (BigQuery and Databricks read ``"x"`` as a string).
     """
-    order = ", ".join(f"{quote_identifier(column)} DESC NULLS LAST" for column in order_by)
+    keys = ", ".join(quote(key) for key in primary_key)
+    order = ", ".join(f"{quote(column)} DESC NULLS LAST" for column in order_by)
+    if distinct_on:
+        return f"SELECT DISTINCT ON ({keys}) * FROM {source} ORDER BY {keys}, {order}"
     return (
-        f"SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY {column_list(primary_key)} "
+        f"SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY {keys} "
         f"ORDER BY {order}) AS _cdc_rank FROM {source}) AS ranked WHERE _cdc_rank = 1"
     )
 

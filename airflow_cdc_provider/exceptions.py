@@ -78,3 +78,15 @@ class PrimaryKeyRequiredError(ChangeFeedError):
 
 class TableShapeError(ChangeFeedError):
     """A destination table's columns do not fit the destination's ``delete_mode`` / ``history`` options."""
+
+
+class IdentifierTooLongError(ChangeFeedError, ValueError):
+    """A table or column name is longer than the destination's identifiers, which would cut it silently."""
+
+
+class PushDownOnlyError(ChangeFeedError, TypeError):
+    """A push-down destination was paired with a source of another engine."""
+
+
+class PushDownOptionError(ChangeFeedError, ValueError):
+    """A sync option that push-down does not offer (``sequence_column``) was asked of a push-down sync."""

@@ -18,9 +18,11 @@ from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 
+from airflow_cdc_provider.change_query import PushDownSource
 from airflow_cdc_provider.changes import CHANGE_SEQUENCE, RESERVED_COLUMNS, SYSTEM_COLUMNS, check_sequence
-from airflow_cdc_provider.destinations import pushdown
 from airflow_cdc_provider.destinations.base import ApplyStats, Destination
+from airflow_cdc_provider.destinations.pushdown import PushDownTableDestination
+from airflow_cdc_provider.exceptions import PushDownOptionError
 from airflow_cdc_provider.hooks.base import ChangeFeed, ChangePull
 from airflow_cdc_provider.incremental import NewerThan
 
@@ -126,16 +128,8 @@ def run_sync(
     """Apply the source's changes since the stream's checkpoint to the destination, exactly once."""
     started = time.monotonic()
     summary = SyncSummary(stream_id=spec.stream_id, full_refresh=full_refresh)
-    if spec.mode == "cdc" and pushdown.can_push_down(source, destination):  # same engine: MERGE inside it
-        return pushdown.run_pushed_down(
-            source,  # type: ignore[arg-type]
-            destination,  # type: ignore[arg-type]
-            spec,
-            summary,
-            full_refresh=full_refresh,
-            checkpoint_version=CHECKPOINT_VERSION,
-            logger=logger,
-        )
+    if spec.mode == "cdc" and can_push_down(source, destination):  # same engine: MERGE inside it
+        return run_pushed_down(source, destination, spec, summary, full_refresh=full_refresh, logger=logger)  # type: ignore[arg-type]
     with destination.transaction(spec.stream_id) as transaction:
         checkpoint = transaction.read_checkpoint()  # read even for a full refresh: the commit checks it
         if full_refresh:
@@ -189,6 +183,54 @@ def run_sync(
         summary.files,
         pull.unit,
         summary.rows_read,
+        summary.rows_inserted,
+        summary.rows_updated,
+        summary.rows_deleted,
+        summary.seconds,
+    )
+    return summary
+
+
+def can_push_down(source: object, destination: object) -> bool:
+    """Whether the source and destination are tables of the same engine, so the sync can run inside it."""
+    return (
+        isinstance(source, PushDownSource)
+        and isinstance(destination, PushDownTableDestination)
+        and source.pushdown_engine == destination.pushdown_engine
+    )
+
+
+def run_pushed_down(
+    source: PushDownSource,
+    destination: PushDownTableDestination,
+    spec: SyncSpec,
+    summary: SyncSummary,
+    *,
+    full_refresh: bool,
+    logger: Log = log,
+) -> SyncSummary:
+    """The pipeline's steps with the engine doing the work: checkpoint, change query, MERGE + checkpoint."""
+    started = time.monotonic()
+    if spec.sequence_column is not None:
+        raise PushDownOptionError(
+            f"sequence_column={spec.sequence_column!r} is not supported when the sync runs inside "
+            f"{destination.pushdown_engine} (push-down): the MERGE applies the feed in its own order. Nothing was "
+            "applied. Drop sequence_column, or sync into DuckDBDestination, PostgresDestination or DeltaDestination"
+        )
+    expected = destination.read_checkpoint(spec.stream_id)
+    start = None if full_refresh or expected is None else expected["source"]
+    query = source.change_query(start)
+    logger.info("Stream %s: pushing down to %s: %s", spec.stream_id, query.engine, query.description)
+    checkpoint = {"version": CHECKPOINT_VERSION, "source": query.end_cursor, "high_water": None}
+    stats = destination.apply_query(
+        spec.stream_id, query, spec.primary_key, checkpoint, expected, full_refresh=full_refresh
+    )
+    summary.files = 0 if query.empty else 1
+    summary.record(stats, checkpoint, started)
+    logger.info(
+        "Stream %s committed in %s: %d inserted, %d updated, %d deleted in %.2fs (no rows through the worker)",
+        spec.stream_id,
+        query.engine,
         summary.rows_inserted,
         summary.rows_updated,
         summary.rows_deleted,

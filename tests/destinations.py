@@ -248,14 +248,10 @@ def _read_postgres(server: PostgresServer, schema: str, table: str, key: str) ->
 def install_crash(kind: str, stage: str, die: Callable[[], None]) -> None:
     """Patch (in a child process) the destination's commit to die ``before_commit``, while ``committing``
     (the checkpoint is written, the engine's commit never runs) or ``after_commit``."""
-    if kind == "duckdb":
-        from airflow_cdc_provider.destinations.duckdb import DuckDBTransaction as Transaction
+    if kind in ("duckdb", "postgres"):  # the merge engine's transaction, on the engine's dialect
+        from airflow_cdc_provider.destinations.sql.engine import SqlTransaction as Transaction
 
-        attribute, commit_name = "_con", "execute"
-    elif kind == "postgres":
-        from airflow_cdc_provider.destinations.postgres import PostgresTransaction as Transaction  # type: ignore[assignment]
-
-        attribute, commit_name = "_conn", "commit"
+        attribute, commit_name = "dialect", "commit"
     else:
         from airflow_cdc_provider.destinations.delta import DeltaTransaction as Transaction  # type: ignore[assignment]
 
@@ -271,8 +267,7 @@ def install_crash(kind: str, stage: str, die: Callable[[], None]) -> None:
             if name == commit_name:
 
                 def call(*args: Any, **kwargs: Any) -> Any:
-                    if commit_name != "execute" or str(args[0]).strip().upper() == "COMMIT":
-                        die()
+                    die()
                     return getattr(self._inner, name)(*args, **kwargs)
 
                 return call
@@ -297,14 +292,10 @@ def install_crash(kind: str, stage: str, die: Callable[[], None]) -> None:
 
 def transaction_class(kind: str) -> type:
     """The destination's transaction class, to patch in a child process."""
-    if kind == "duckdb":
-        from airflow_cdc_provider.destinations.duckdb import DuckDBTransaction
+    if kind in ("duckdb", "postgres"):
+        from airflow_cdc_provider.destinations.sql.engine import SqlTransaction
 
-        return DuckDBTransaction
-    if kind == "postgres":
-        from airflow_cdc_provider.destinations.postgres import PostgresTransaction
-
-        return PostgresTransaction
+        return SqlTransaction
     from airflow_cdc_provider.destinations.delta import DeltaTransaction
 
     return DeltaTransaction

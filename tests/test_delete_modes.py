@@ -17,13 +17,17 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pytest
 
-from airflow_cdc_provider.destinations import pushdown
 from airflow_cdc_provider.destinations.delta import DeltaDestination
 from airflow_cdc_provider.destinations.duckdb import DuckDBDestination
 from airflow_cdc_provider.destinations.postgres import PostgresDestination
-from airflow_cdc_provider.exceptions import BadChangeFileError, SequenceColumnError, TableShapeError
+from airflow_cdc_provider.exceptions import (
+    BadChangeFileError,
+    PushDownOptionError,
+    SequenceColumnError,
+    TableShapeError,
+)
 from airflow_cdc_provider.hooks.local import LocalChangeFeedHook
-from airflow_cdc_provider.pipeline import SyncSpec, SyncSummary, run_sync
+from airflow_cdc_provider.pipeline import SyncSpec, SyncSummary, run_pushed_down, run_sync
 from airflow_cdc_provider.triggers.spec import describe, rebuild
 from tests.changefiles import write_change_file
 
@@ -278,16 +282,8 @@ class _PushDownPair:
 
 def test_push_down_refuses_a_sequence_column_before_doing_anything() -> None:
     pair: Any = _PushDownPair()
-    with pytest.raises(pushdown.PushDownOptionError, match=r"sequence_column='v' is not supported .* snowflake"):
-        pushdown.run_pushed_down(
-            pair,
-            pair,
-            SPEC,
-            SyncSummary("modes", False),
-            full_refresh=False,
-            checkpoint_version=1,
-            logger=__import__("logging").getLogger(__name__),
-        )
+    with pytest.raises(PushDownOptionError, match=r"sequence_column='v' is not supported .* snowflake"):
+        run_pushed_down(pair, pair, SPEC, SyncSummary("modes", False), full_refresh=False)
 
 
 def test_the_operator_passes_the_sequence_column_and_reports_stale_changes(tmp_path: Path) -> None:

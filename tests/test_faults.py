@@ -218,7 +218,8 @@ def test_postgres_stopping_between_stage_and_commit_applies_nothing_and_the_retr
 ) -> None:
     import psycopg
 
-    from airflow_cdc_provider.destinations.postgres import PostgresDestination, PostgresTransaction
+    from airflow_cdc_provider.destinations.postgres import PostgresDestination
+    from airflow_cdc_provider.destinations.sql.engine import SqlTransaction
     from airflow_cdc_provider.hooks.local import LocalChangeFeedHook
     from tests.changefiles import write_change_file
 
@@ -237,20 +238,20 @@ def test_postgres_stopping_between_stage_and_commit_applies_nothing_and_the_retr
     before = (pg_rows(own_postgres), checkpoint(source, destination()))
     land(LATER, 10)
 
-    original: Callable[..., None] = PostgresTransaction.commit
+    original: Callable[..., None] = SqlTransaction.commit
     staged: list[bool] = []
 
-    def stop_the_server_then_commit(self: PostgresTransaction, new_checkpoint: dict[str, Any]) -> None:
+    def stop_the_server_then_commit(self: SqlTransaction, new_checkpoint: dict[str, Any]) -> None:
         staged.append(True)  # staged and merged, not committed
         own_postgres.stop()
         original(self, new_checkpoint)
 
-    monkeypatch.setattr(PostgresTransaction, "commit", stop_the_server_then_commit)
+    monkeypatch.setattr(SqlTransaction, "commit", stop_the_server_then_commit)
     with pytest.raises(psycopg.OperationalError) as failure:
         sync(source, destination())
     assert staged == [True]
     assert_retryable(failure.value)
-    monkeypatch.setattr(PostgresTransaction, "commit", original)
+    monkeypatch.setattr(SqlTransaction, "commit", original)
 
     own_postgres.start()
     assert (pg_rows(own_postgres), checkpoint(source, destination())) == before, "nothing of the run was applied"

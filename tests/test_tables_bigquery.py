@@ -31,7 +31,7 @@ US = 1_000_000
 
 def _hook(service: FakeVendorService, **kwargs: object) -> BigQueryChangeFeedHook:
     hook = BigQueryChangeFeedHook("my_project.my_dataset.my_table", gcp_conn_id="gcp", **kwargs)  # type: ignore[arg-type]
-    hook.__dict__["bq_hook"] = FakeBigQueryService(service)  # the provider hook's client boundary
+    hook.__dict__["provider_hook"] = FakeBigQueryService(service)  # the provider hook's client boundary
     return hook
 
 

@@ -21,7 +21,7 @@ from tests.tables_fakes import FakeDatabricksService, FakeVendorService
 
 def _hook(service: FakeVendorService, table: str = "main.myschema.t") -> DatabricksChangeFeedHook:
     hook = DatabricksChangeFeedHook(table, databricks_conn_id="dbx")
-    hook.__dict__["sql_hook"] = FakeDatabricksService(service)  # the provider hook's cursor boundary
+    hook.__dict__["provider_hook"] = FakeDatabricksService(service)  # the provider hook's cursor boundary
     return hook
 
 

@@ -29,7 +29,7 @@ def test_tables_enable_delta_in_storage_is_idempotent(tmp_path: Path) -> None:
 
 
 def _databricks(op: EnableDeltaChangeDataFeedOperator, service: FakeVendorService) -> None:
-    op.databricks_hook.__dict__["sql_hook"] = FakeDatabricksService(service)
+    op.databricks_hook.__dict__["provider_hook"] = FakeDatabricksService(service)
 
 
 @pytest.mark.parametrize("found", [None, "false", "true"])
@@ -86,7 +86,7 @@ def test_tables_enable_snowflake_turns_on_and_checks() -> None:
         .on("ALTER TABLE", pa.table({"status": ["Statement executed successfully."]}))
     )
     op = EnableSnowflakeChangeTrackingOperator(task_id="e", table="db.public.orders", snowflake_conn_id="sf")
-    op.hook.__dict__["sql_hook"] = FakeSnowflakeService(service)
+    op.hook.__dict__["provider_hook"] = FakeSnowflakeService(service)
     assert op.execute({}) == {"enabled": True, "changed": True, "found": "OFF"}
     show, params = service.sent[0]
     assert show == 'SHOW TABLES LIKE %(name)s IN SCHEMA "DB"."PUBLIC"' and params == {"name": "ORDERS"}
@@ -97,14 +97,14 @@ def test_tables_enable_snowflake_turns_on_and_checks() -> None:
 
     already = FakeVendorService().on("SHOW TABLES", _show_tables("ON"))
     op = EnableSnowflakeChangeTrackingOperator(task_id="e", table="db.public.orders")
-    op.hook.__dict__["sql_hook"] = FakeSnowflakeService(already)
+    op.hook.__dict__["provider_hook"] = FakeSnowflakeService(already)
     assert op.execute({})["changed"] is False and len(already.sent) == 1
 
 
 def test_tables_enable_bigquery_turns_on_once() -> None:
     service = FakeVendorService().on("TABLE_OPTIONS", []).on("ALTER TABLE", [])
     op = EnableBigQueryChangeHistoryOperator(task_id="e", table="p.d.orders", gcp_conn_id="gcp")
-    op.hook.__dict__["bq_hook"] = FakeBigQueryService(service)
+    op.hook.__dict__["provider_hook"] = FakeBigQueryService(service)
     assert op.execute({})["changed"] is True
     (options, params), (alter, _) = service.sent
     assert params == {"table_name": "orders"}  # bound, not formatted in
@@ -115,5 +115,5 @@ def test_tables_enable_bigquery_turns_on_once() -> None:
 
     already = FakeVendorService().on("TABLE_OPTIONS", [("TRUE",)])
     op = EnableBigQueryChangeHistoryOperator(task_id="e", table="p.d.orders")
-    op.hook.__dict__["bq_hook"] = FakeBigQueryService(already)
+    op.hook.__dict__["provider_hook"] = FakeBigQueryService(already)
     assert op.execute({})["changed"] is False and len(already.sent) == 1

@@ -19,8 +19,7 @@ import sqlglot
 from sqlglot import exp
 
 from airflow_cdc_provider.destinations.bigquery import BigQueryDestination
-from airflow_cdc_provider.destinations.pushdown import PushDownOnlyError
-from airflow_cdc_provider.exceptions import ConcurrentSyncError
+from airflow_cdc_provider.exceptions import ConcurrentSyncError, PushDownOnlyError
 from airflow_cdc_provider.hooks.bigquery import BigQueryChangeFeedHook
 from airflow_cdc_provider.hooks.local import LocalChangeFeedHook
 from airflow_cdc_provider.pipeline import SyncSpec, run_sync
@@ -48,8 +47,8 @@ def _pair(
 ) -> tuple[BigQueryChangeFeedHook, BigQueryDestination]:
     hook = BigQueryChangeFeedHook(source, gcp_conn_id="gcp")
     destination = BigQueryDestination(target, gcp_conn_id="gcp")
-    hook.__dict__["bq_hook"] = FakeBigQueryService(service)  # the provider hooks' client boundary
-    destination.__dict__["bq_hook"] = FakeBigQueryService(service)
+    hook.__dict__["provider_hook"] = FakeBigQueryService(service)  # the provider hooks' client boundary
+    destination.__dict__["provider_hook"] = FakeBigQueryService(service)
     return hook, destination
 
 

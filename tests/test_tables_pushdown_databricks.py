@@ -17,8 +17,7 @@ import sqlglot
 from sqlglot import exp
 
 from airflow_cdc_provider.destinations.databricks import DatabricksDestination
-from airflow_cdc_provider.destinations.pushdown import PushDownOnlyError
-from airflow_cdc_provider.exceptions import ConcurrentSyncError
+from airflow_cdc_provider.exceptions import ConcurrentSyncError, PushDownOnlyError
 from airflow_cdc_provider.hooks.databricks import DatabricksChangeFeedHook
 from airflow_cdc_provider.hooks.local import LocalChangeFeedHook
 from airflow_cdc_provider.pipeline import SyncSpec, run_sync
@@ -38,8 +37,8 @@ def _pair(
 ) -> tuple[DatabricksChangeFeedHook, DatabricksDestination]:
     hook = DatabricksChangeFeedHook(source, databricks_conn_id="dbx")
     destination = DatabricksDestination(target, databricks_conn_id="dbx")
-    hook.__dict__["sql_hook"] = FakeDatabricksService(service)  # the provider hooks' cursor boundary
-    destination.__dict__["sql_hook"] = FakeDatabricksService(service)
+    hook.__dict__["provider_hook"] = FakeDatabricksService(service)  # the provider hooks' cursor boundary
+    destination.__dict__["provider_hook"] = FakeDatabricksService(service)
     return hook, destination
 
 
@@ -107,9 +106,10 @@ def test_tables_pushdown_databricks_sql_and_checkpoint_protocol() -> None:
     merge_at = next(i for i, sql in enumerate(sent) if sql.startswith("MERGE"))
     assert sent[merge_at - 1].startswith("SELECT checkpoint")  # re-read just before the MERGE
     update, params = service.sent[merge_at + 1]
-    assert update.startswith("UPDATE `main`.`mart`.`_cdc_checkpoints` SET checkpoint = :checkpoint")
-    assert update.endswith("WHERE stream_id = :stream_id AND checkpoint = :expected")
-    assert json.loads(params["expected"]) == read and json.loads(params["checkpoint"])["source"] == {"version": 5}
+    assert update.startswith("UPDATE `main`.`mart`.`_cdc_checkpoints` SET checkpoint = :cdc_checkpoint")
+    assert update.endswith("WHERE stream_id = :cdc_stream_id AND checkpoint = :cdc_expected")
+    assert json.loads(params["cdc_expected"]) == read
+    assert json.loads(params["cdc_checkpoint"])["source"] == {"version": 5}
     parsed = sqlglot.parse_one(sent[merge_at], read="databricks")
     assert isinstance(parsed, exp.Merge)
     assert [p.name for p in parsed.this.parts] == ["main", "mart", "my target"]

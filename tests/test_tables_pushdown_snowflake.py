@@ -21,13 +21,13 @@ import sqlglot
 from sqlglot import exp
 
 from airflow_cdc_provider.changes import net_effect_query
-from airflow_cdc_provider.destinations.pushdown import PushDownOnlyError, can_push_down, net_effect_sql
 from airflow_cdc_provider.destinations.snowflake import SnowflakeDestination
-from airflow_cdc_provider.exceptions import ConcurrentSyncError
+from airflow_cdc_provider.destinations.sql.merge import merge_into
+from airflow_cdc_provider.destinations.sql.warehouses import SnowflakeDialect
+from airflow_cdc_provider.exceptions import ConcurrentSyncError, PushDownOnlyError
 from airflow_cdc_provider.hooks.local import LocalChangeFeedHook
 from airflow_cdc_provider.hooks.snowflake import SnowflakeChangeFeedHook
-from airflow_cdc_provider.pipeline import SyncSpec, run_sync
-from airflow_cdc_provider.sql import quote_identifier
+from airflow_cdc_provider.pipeline import SyncSpec, can_push_down, run_sync
 from tests.tables_fakes import (
     Affected,
     FakeSnowflakeService,
@@ -46,8 +46,8 @@ def _pair(
 ) -> tuple[SnowflakeChangeFeedHook, SnowflakeDestination]:
     hook = SnowflakeChangeFeedHook(source, snowflake_conn_id="sf")
     destination = SnowflakeDestination(target, snowflake_conn_id="sf")
-    hook.__dict__["sql_hook"] = FakeSnowflakeService(service)  # the provider hooks' cursor boundary
-    destination.__dict__["sql_hook"] = FakeSnowflakeService(service)
+    hook.__dict__["provider_hook"] = FakeSnowflakeService(service)  # the provider hooks' cursor boundary
+    destination.__dict__["provider_hook"] = FakeSnowflakeService(service)
     return hook, destination
 
 
@@ -87,8 +87,8 @@ def test_tables_pushdown_snowflake_is_chosen_only_for_the_same_engine(tmp_path: 
 
 
 def test_tables_pushdown_net_effect_is_the_pipelines_own() -> None:
-    source = "(SELECT 1) AS change_rows"
-    assert net_effect_sql(source, ["ID", "x y"], quote_identifier) == net_effect_query(source, ["ID", "x y"])
+    merge = merge_into(SnowflakeDialect(), '"T"', "SELECT 1", ["ID", "x y"], ["ID", "x y", "v"])
+    assert f"USING ({net_effect_query('(SELECT 1) AS change_rows', ['ID', 'x y'])}) AS changes" in merge
 
 
 def test_tables_pushdown_snowflake_sql_quoting_and_transaction() -> None:

@@ -133,8 +133,8 @@ def test_tables_sensor_snowflake_last_altered_against_the_window_end() -> None:
     )
     source = SnowflakeChangeFeedHook('db.raw."My T"', snowflake_conn_id="sf")
     destination = SnowflakeDestination("db.mart.t", snowflake_conn_id="sf")
-    source.__dict__["sql_hook"] = FakeSnowflakeService(service)
-    destination.__dict__["sql_hook"] = FakeSnowflakeService(service)
+    source.__dict__["provider_hook"] = FakeSnowflakeService(service)
+    destination.__dict__["provider_hook"] = FakeSnowflakeService(service)
     sensor = TableVersionSensor(task_id="wait", source=source, destination=destination, deferrable=False)
     assert not sensor.poke({}).is_done  # last altered at the applied window's end: nothing new
     altered[0] = SF_T0_US + 1
@@ -166,8 +166,8 @@ def test_tables_sensor_bigquery_modified_against_the_window_end(monkeypatch: pyt
     )
     source = BigQueryChangeFeedHook("proj.ds.t", gcp_conn_id="gcp")
     destination = BigQueryDestination("proj.ds.copy", gcp_conn_id="gcp")
-    source.__dict__["bq_hook"] = FakeBigQueryService(service)
-    destination.__dict__["bq_hook"] = FakeBigQueryService(service)
+    source.__dict__["provider_hook"] = FakeBigQueryService(service)
+    destination.__dict__["provider_hook"] = FakeBigQueryService(service)
     sensor = TableVersionSensor(task_id="wait", source=source, destination=destination, deferrable=False)
     assert not sensor.poke({}).is_done
     modified[0] = SF_T0 + timedelta(seconds=1)

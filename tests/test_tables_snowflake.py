@@ -23,7 +23,7 @@ T0 = datetime(2024, 6, 5, 15, 29, tzinfo=timezone.utc)
 
 def _hook(service: FakeVendorService, table: str = "db.public.t1") -> SnowflakeChangeFeedHook:
     hook = SnowflakeChangeFeedHook(table, snowflake_conn_id="sf")
-    hook.__dict__["sql_hook"] = FakeSnowflakeService(service)  # the provider hook's cursor boundary
+    hook.__dict__["provider_hook"] = FakeSnowflakeService(service)  # the provider hook's cursor boundary
     return hook
 
 

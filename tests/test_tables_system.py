@@ -38,13 +38,13 @@ def test_tables_system_snowflake(tmp_path: Path) -> None:
     from airflow_cdc_provider.operators.enable import EnableSnowflakeChangeTrackingOperator
 
     source, quoted = SnowflakeChangeFeedHook(table), snowflake_table_name(table)
-    source.sql_hook.run(
+    source.provider_hook.run(
         [f"CREATE OR REPLACE TABLE {quoted} (ID INT, C1 VARCHAR)", f"INSERT INTO {quoted} VALUES (1, 'a'), (2, 'b')"]
     )
     EnableSnowflakeChangeTrackingOperator(task_id="enable", table=table).execute({})
     destination, spec = DuckDBDestination(str(tmp_path / "d.duckdb"), "t"), SyncSpec("sf", ("ID",))
     run_sync(source, destination, spec)
-    source.sql_hook.run([f"UPDATE {quoted} SET C1 = 'z' WHERE ID = 1", f"DELETE FROM {quoted} WHERE ID = 2"])
+    source.provider_hook.run([f"UPDATE {quoted} SET C1 = 'z' WHERE ID = 1", f"DELETE FROM {quoted} WHERE ID = 2"])
     run_sync(source, destination, spec)
     assert _rows(tmp_path / "d.duckdb", "t", "ID") == [(1, "z")]
 
@@ -56,12 +56,12 @@ def test_tables_system_databricks(tmp_path: Path) -> None:
     from airflow_cdc_provider.sql import databricks_table_name
 
     source, quoted = DatabricksChangeFeedHook(table), databricks_table_name(table)
-    source.sql_hook.run(f"CREATE OR REPLACE TABLE {quoted} (id INT, c1 STRING)")
+    source.provider_hook.run(f"CREATE OR REPLACE TABLE {quoted} (id INT, c1 STRING)")
     EnableDeltaChangeDataFeedOperator(task_id="enable", table=table).execute({})
-    source.sql_hook.run(f"INSERT INTO {quoted} VALUES (1, 'a'), (2, 'b')")
+    source.provider_hook.run(f"INSERT INTO {quoted} VALUES (1, 'a'), (2, 'b')")
     destination, spec = DuckDBDestination(str(tmp_path / "d.duckdb"), "t"), SyncSpec("dbx", ("id",))
     run_sync(source, destination, spec)
-    source.sql_hook.run([f"UPDATE {quoted} SET c1 = 'z' WHERE id = 1", f"DELETE FROM {quoted} WHERE id = 2"])
+    source.provider_hook.run([f"UPDATE {quoted} SET c1 = 'z' WHERE id = 1", f"DELETE FROM {quoted} WHERE id = 2"])
     run_sync(source, destination, spec)
     assert _rows(tmp_path / "d.duckdb", "t", "id") == [(1, "z")]
 

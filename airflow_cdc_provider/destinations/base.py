@@ -12,12 +12,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypedDict, get_args
 
 import pyarrow as pa
 
 from airflow_cdc_provider.changes import DELETED_AT, IS_CURRENT, SYSTEM_COLUMNS, VALID_FROM, VALID_TO, origin_of
 from airflow_cdc_provider.exceptions import TableShapeError
+from airflow_cdc_provider.schema import OnSchemaChange, check_on_schema_change
 
 Checkpoint = dict[str, Any]
 DeleteMode = Literal["hard", "soft"]
@@ -87,6 +88,46 @@ class Destination(ABC):
         """The stream's committed checkpoint, read on its own (sensors use it); ``None`` for a new stream."""
         with self.transaction(stream_id) as transaction:
             return transaction.read_checkpoint()
+
+
+class TableOptions(TypedDict, total=False):
+    """The options of a table this provider shapes, as keyword arguments (see :class:`ShapedDestination`)."""
+
+    on_schema_change: OnSchemaChange
+    allow_string: bool
+    delete_mode: DeleteMode
+    history: bool
+    tombstone_retention: timedelta | None
+
+
+class ShapedDestination(Destination):
+    """A destination whose table this provider creates and shapes (DuckDB, PostgreSQL, Delta).
+
+    :param on_schema_change: ``"add_columns"`` (default) adds new columns and applies safe widenings;
+        ``"fail"`` refuses any change to the existing table's columns, naming the column and both types.
+    :param allow_string: also widen any column to a string when a file brings text for it.
+    :param delete_mode: ``"hard"`` (default) removes a deleted key's row; ``"soft"`` keeps it and sets
+        ``_cdc_deleted_at`` to the run's transaction time (an upsert of the key revives it). See the README.
+    :param history: keep every version of every key (SCD type 2: ``_cdc_valid_from``, ``_cdc_valid_to``,
+        ``_cdc_is_current``); the current view is ``WHERE _cdc_is_current``. Not with ``delete_mode="soft"``.
+    :param tombstone_retention: with a ``sequence_column``, how long a deleted key's tombstone (in
+        ``<table>__cdc_tombstones``) is kept; ``None`` (default): forever. Not with ``delete_mode="soft"``.
+    """
+
+    def __init__(
+        self,
+        *,
+        on_schema_change: OnSchemaChange = "add_columns",
+        allow_string: bool = False,
+        delete_mode: DeleteMode = "hard",
+        history: bool = False,
+        tombstone_retention: timedelta | None = None,
+    ) -> None:
+        self.on_schema_change = check_on_schema_change(on_schema_change)
+        self.allow_string = allow_string
+        # Kept as given too: the triggerer rebuilds a destination from its constructor arguments.
+        self.shape = TableShape(delete_mode, history, tombstone_retention)
+        self.delete_mode, self.history, self.tombstone_retention = delete_mode, history, tombstone_retention
 
 
 class BatchRuns:

@@ -29,19 +29,15 @@ Identifiers are back-quoted; values (stream id, checkpoints, window bounds) are 
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator
 from datetime import datetime
-from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow_cdc_provider.destinations.base import ApplyStats, Checkpoint
-from airflow_cdc_provider.destinations.pushdown import ChangeQuery, PushDownTableDestination, merge_sql
-from airflow_cdc_provider.exceptions import ConcurrentSyncError
-from airflow_cdc_provider.sql import backquote, bigquery_table_name
-
-if TYPE_CHECKING:
-    from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
+from airflow_cdc_provider.destinations.pushdown import PushDownRun, PushDownTableDestination, WarehouseSession
+from airflow_cdc_provider.destinations.sql.checkpoints import EXPECTED, STREAM_ID
+from airflow_cdc_provider.destinations.sql.warehouses import BigQueryDialect
 
 MOVED = "cdc: another run moved the checkpoint"
 
@@ -61,8 +57,10 @@ class BigQueryDestination(PushDownTableDestination):
 
     engine = "bigquery"
     engine_name = "BigQuery"
+    dialect = BigQueryDialect()
     conn_name_attr = "gcp_conn_id"
-    quote_name = staticmethod(bigquery_table_name)
+    provider_hook_class = "airflow.providers.google.cloud.hooks.bigquery.BigQueryHook"
+    provider_conn_arg = "gcp_conn_id"
 
     def __init__(
         self,
@@ -77,93 +75,68 @@ class BigQueryDestination(PushDownTableDestination):
         self.location = location
         self.checkpoint_table = checkpoint_table
 
-    @cached_property
-    def bq_hook(self) -> BigQueryHook:
-        from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
+    def provider_hook_kwargs(self) -> dict[str, Any]:
+        return {"location": self.location, "use_legacy_sql": False}
 
-        return BigQueryHook(gcp_conn_id=self.gcp_conn_id, location=self.location, use_legacy_sql=False)
+    @contextlib.contextmanager
+    def session(self) -> Iterator[WarehouseSession]:
+        yield _BigQuerySession(self.provider_hook.get_client(location=self.location))
 
-    def read_checkpoint(self, stream_id: str) -> Checkpoint | None:
-        self._query(self._create_checkpoints_sql()).result()
-        rows = list(
-            self._query(
-                f"SELECT checkpoint FROM {self.quoted_checkpoints} WHERE stream_id = @cdc_stream_id",
-                {"cdc_stream_id": stream_id},
-            ).result()
-        )
-        return json.loads(rows[0][0]) if rows else None
-
-    def apply_query(
-        self,
-        stream_id: str,
-        query: ChangeQuery,
-        primary_key: Sequence[str],
-        checkpoint: Checkpoint,
-        expected_checkpoint: Checkpoint | None,
-        *,
-        full_refresh: bool = False,
-    ) -> ApplyStats:
-        """Merge the net effect of ``query`` and write ``checkpoint`` in one BigQuery transaction."""
-        self.check_engine(query)
-        self._query(self._create_checkpoints_sql()).result()
-        statements = ["BEGIN TRANSACTION", self._check_sql(expected_checkpoint)]
-        if full_refresh:
+    def commit(self, session: WarehouseSession, run: PushDownRun) -> ApplyStats:
+        """One script, one multi-statement transaction: check the checkpoint, merge, write the checkpoint."""
+        assert isinstance(session, _BigQuerySession)
+        statements = ["BEGIN TRANSACTION", self._check_sql(run.expected)]
+        if run.full_refresh:
             statements.append(f"DELETE FROM {self.quoted_table} WHERE TRUE")
-        if not query.empty:
-            self._query(f"CREATE TABLE IF NOT EXISTS {self.quoted_table} LIKE {query.source_table}").result()
-            columns = [
-                field.name for field in self._query(f"SELECT * FROM {query.source_table} LIMIT 0").result().schema
-            ]
-            statements.append(merge_sql(self.quoted_table, query.sql, primary_key, columns, backquote))
-        statements += [self._write_sql(expected_checkpoint), "COMMIT TRANSACTION"]
-        params = {
-            **query.params,
-            "cdc_stream_id": stream_id,
-            "cdc_checkpoint": json.dumps(checkpoint, sort_keys=True),
-            "cdc_expected": json.dumps(expected_checkpoint, sort_keys=True) if expected_checkpoint else "",
-        }
+        if run.merge is not None:
+            statements.append(run.merge)
+        statements += [self.checkpoints.write(run.expected is None), "COMMIT TRANSACTION"]
         try:
-            job = self._query(";\n".join(statements) + ";", params)
-            job.result()
+            session.run(";\n".join(statements) + ";", {**run.query.params, **run.write_params()})
         except Exception as err:
             if MOVED in str(err):
-                raise ConcurrentSyncError(
-                    f"stream {stream_id!r}: another run moved the checkpoint in {self.quoted_checkpoints}; "
-                    f"this run applied nothing to {self.table}"
-                ) from err
+                raise self.checkpoints.moved(run.stream_id, self.table) from err
             raise
-        return self._merge_stats(job) if not query.empty else ApplyStats()
-
-    # -- helpers -----------------------------------------------------------------------------------
-
-    def _create_checkpoints_sql(self) -> str:
-        return (
-            f"CREATE TABLE IF NOT EXISTS {self.quoted_checkpoints} "
-            "(stream_id STRING NOT NULL, checkpoint STRING NOT NULL, committed_at TIMESTAMP NOT NULL)"
-        )
+        return session.merge_stats() if run.merge is not None else ApplyStats()
 
     def _check_sql(self, expected: Checkpoint | None) -> str:
         """A statement that fails the script (so the transaction rolls back) unless the checkpoint is unmoved."""
-        where = "stream_id = @cdc_stream_id" + ("" if expected is None else " AND checkpoint = @cdc_expected")
+        table = self.checkpoints
+        where = f"{table.stream_id} = @{STREAM_ID}"
+        if expected is not None:
+            where += f" AND {table.checkpoint} = @{EXPECTED}"
         rows = 0 if expected is None else 1
-        return (
-            f"SELECT IF((SELECT COUNT(*) FROM {self.quoted_checkpoints} WHERE {where}) = {rows}, TRUE, "
-            f"ERROR('{MOVED}'))"
-        )
+        return f"SELECT IF((SELECT COUNT(*) FROM {table.quoted} WHERE {where}) = {rows}, TRUE, ERROR('{MOVED}'))"
 
-    def _write_sql(self, expected: Checkpoint | None) -> str:
-        if expected is None:
-            return (
-                f"INSERT INTO {self.quoted_checkpoints} (stream_id, checkpoint, committed_at) "
-                "VALUES (@cdc_stream_id, @cdc_checkpoint, CURRENT_TIMESTAMP())"
-            )
-        return (
-            f"UPDATE {self.quoted_checkpoints} SET checkpoint = @cdc_checkpoint, committed_at = CURRENT_TIMESTAMP() "
-            "WHERE stream_id = @cdc_stream_id AND checkpoint = @cdc_expected"
-        )
 
-    def _merge_stats(self, job: Any) -> ApplyStats:
-        for child in self._client().list_jobs(parent_job=job.job_id):
+class _BigQuerySession(WarehouseSession):
+    """Statements as BigQuery query jobs (with named query parameters) on one client."""
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(cursor=None)
+        self.client = client
+        self.job: Any = None
+
+    def run(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        from google.cloud.bigquery import QueryJobConfig, ScalarQueryParameter
+
+        config = QueryJobConfig(
+            query_parameters=[ScalarQueryParameter(name, _type(value), value) for name, value in (params or {}).items()]
+        )
+        self.job = self.client.query(sql, job_config=config)
+        self.job.result()
+
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        self.run(sql, params)
+        return [tuple(row) for row in self.job.result()]
+
+    def columns(self, table: str) -> list[str]:
+        self.run(f"SELECT * FROM {table} LIMIT 0")
+        return [field.name for field in self.job.result().schema]
+
+    def merge_stats(self) -> ApplyStats:
+        """The counts of the script's MERGE, from its child job's DML statistics."""
+        for child in self.client.list_jobs(parent_job=self.job.job_id):
             if getattr(child, "statement_type", None) == "MERGE" and getattr(child, "dml_stats", None):
                 stats = child.dml_stats
                 return ApplyStats(
@@ -172,17 +145,6 @@ class BigQueryDestination(PushDownTableDestination):
                     rows_deleted=int(stats.deleted_row_count or 0),
                 )
         return ApplyStats()
-
-    def _query(self, sql: str, params: dict[str, Any] | None = None) -> Any:
-        from google.cloud.bigquery import QueryJobConfig, ScalarQueryParameter
-
-        config = QueryJobConfig(
-            query_parameters=[ScalarQueryParameter(name, _type(value), value) for name, value in (params or {}).items()]
-        )
-        return self._client().query(sql, job_config=config)
-
-    def _client(self) -> Any:
-        return self.bq_hook.get_client(location=self.location)
 
 
 def _type(value: Any) -> str:

@@ -31,16 +31,15 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator, Sequence
-from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
-from airflow_cdc_provider.destinations.base import ApplyStats, Checkpoint
-from airflow_cdc_provider.destinations.pushdown import ChangeQuery, PushDownTableDestination, merge_sql
+from airflow_cdc_provider.change_query import ChangeQuery
+from airflow_cdc_provider.destinations.base import ApplyStats
+from airflow_cdc_provider.destinations.pushdown import PushDownRun, PushDownTableDestination, WarehouseSession
+from airflow_cdc_provider.destinations.sql.checkpoints import STREAM_ID
+from airflow_cdc_provider.destinations.sql.merge import merge_into
+from airflow_cdc_provider.destinations.sql.warehouses import DatabricksDialect
 from airflow_cdc_provider.exceptions import ConcurrentSyncError
-from airflow_cdc_provider.sql import backquote, databricks_table_name
-
-if TYPE_CHECKING:
-    from airflow.providers.databricks.hooks.databricks_sql import DatabricksSqlHook
 
 
 class DatabricksDestination(PushDownTableDestination):
@@ -59,8 +58,11 @@ class DatabricksDestination(PushDownTableDestination):
 
     engine = "databricks"
     engine_name = "Databricks"
+    dialect = DatabricksDialect()
     conn_name_attr = "databricks_conn_id"
-    quote_name = staticmethod(databricks_table_name)
+    provider_hook_class = "airflow.providers.databricks.hooks.databricks_sql.DatabricksSqlHook"
+    provider_conn_arg = "databricks_conn_id"
+    merge_counts: ClassVar[tuple[str, str, str]] = ("num_inserted_rows", "num_updated_rows", "num_deleted_rows")
 
     def __init__(
         self,
@@ -77,77 +79,37 @@ class DatabricksDestination(PushDownTableDestination):
         self.sql_endpoint_name = sql_endpoint_name
         self.checkpoint_table = checkpoint_table
 
-    @cached_property
-    def sql_hook(self) -> DatabricksSqlHook:
-        from airflow.providers.databricks.hooks.databricks_sql import DatabricksSqlHook
+    def provider_hook_kwargs(self) -> dict[str, Any]:
+        return {"http_path": self.http_path, "sql_endpoint_name": self.sql_endpoint_name}
 
-        return DatabricksSqlHook(
-            databricks_conn_id=self.databricks_conn_id,
-            http_path=self.http_path,
-            sql_endpoint_name=self.sql_endpoint_name,
-        )
+    @contextlib.contextmanager
+    def session(self) -> Iterator[WarehouseSession]:
+        with self.cursor() as cursor:
+            yield _DatabricksSession(cursor)
 
-    def read_checkpoint(self, stream_id: str) -> Checkpoint | None:
-        with self._cursor() as cursor:
-            self._create_checkpoints(cursor)
-            text = self._select_checkpoint(cursor, stream_id)
-        return json.loads(text) if text is not None else None
+    def merge_sql(
+        self, query: ChangeQuery, primary_key: Sequence[str], columns: Sequence[str], *, full_refresh: bool
+    ) -> str:
+        # A full refresh is the same one MERGE (one Delta commit): keys the source no longer holds are deleted.
+        return merge_into(self.dialect, self.quoted_table, query.sql, primary_key, columns, delete_missing=full_refresh)
 
-    def apply_query(
-        self,
-        stream_id: str,
-        query: ChangeQuery,
-        primary_key: Sequence[str],
-        checkpoint: Checkpoint,
-        expected_checkpoint: Checkpoint | None,
-        *,
-        full_refresh: bool = False,
-    ) -> ApplyStats:
-        """MERGE the net effect of ``query``, then compare-and-set the checkpoint (see the module docstring)."""
-        self.check_engine(query)
-        expected = json.dumps(expected_checkpoint, sort_keys=True) if expected_checkpoint is not None else None
-        new = json.dumps(checkpoint, sort_keys=True)
+    def commit(self, session: WarehouseSession, run: PushDownRun) -> ApplyStats:
+        """Re-read the checkpoint, MERGE, then compare-and-set the checkpoint (see the module docstring)."""
         stats = ApplyStats()
-        with self._cursor() as cursor:
-            self._create_checkpoints(cursor)
-            if not query.empty:
-                cursor.execute(f"CREATE TABLE IF NOT EXISTS {self.quoted_table} LIKE {query.source_table}")
-                cursor.execute(f"SELECT * FROM {query.source_table} LIMIT 0")
-                columns = [column[0] for column in cursor.description]
-                current = self._select_checkpoint(cursor, stream_id)
-                if (json.loads(current) if current is not None else None) != expected_checkpoint:
-                    raise self._moved(stream_id, merged=False)
-                sql = merge_sql(
-                    self.quoted_table, query.sql, primary_key, columns, backquote, delete_missing=full_refresh
-                )
-                cursor.execute(sql, query.params or None)
-                stats = _merge_stats(cursor)
-            if expected is None:
-                cursor.execute(
-                    f"INSERT INTO {self.quoted_checkpoints} (stream_id, checkpoint, committed_at) "
-                    "SELECT :stream_id, :checkpoint, current_timestamp() WHERE NOT EXISTS "
-                    f"(SELECT 1 FROM {self.quoted_checkpoints} WHERE stream_id = :stream_id)",
-                    {"stream_id": stream_id, "checkpoint": new},
-                )
-            else:
-                cursor.execute(
-                    f"UPDATE {self.quoted_checkpoints} "
-                    "SET checkpoint = :checkpoint, committed_at = current_timestamp() "
-                    "WHERE stream_id = :stream_id AND checkpoint = :expected",
-                    {"stream_id": stream_id, "checkpoint": new, "expected": expected},
-                )
-            if _affected(cursor) != 1:
-                raise self._moved(stream_id, merged=not query.empty)
+        if run.merge is not None:
+            current = session.rows(self.checkpoints.select(), {STREAM_ID: run.stream_id})
+            if (json.loads(current[0][0]) if current else None) != run.expected:
+                raise self.checkpoints.moved(run.stream_id, self.table)
+            session.run(run.merge, run.query.params)
+            stats = self.stats(session.result())
+        session.run(self.checkpoints.write(run.expected is None), run.write_params())
+        if session.affected() != 1:
+            if run.merge is None:
+                raise self.checkpoints.moved(run.stream_id, self.table)
+            raise self._moved_after_merge(run.stream_id)
         return stats
 
-    # -- helpers -----------------------------------------------------------------------------------
-
-    def _moved(self, stream_id: str, *, merged: bool) -> ConcurrentSyncError:
-        if not merged:
-            return ConcurrentSyncError(
-                f"stream {stream_id!r}: another run moved the checkpoint in {self.quoted_checkpoints}; "
-                f"this run applied nothing to {self.table}"
-            )
+    def _moved_after_merge(self, stream_id: str) -> ConcurrentSyncError:
         return ConcurrentSyncError(
             f"stream {stream_id!r}: another run moved the checkpoint in {self.quoted_checkpoints} while this run "
             f"merged into {self.table} (Databricks has no multi-statement transaction). Run the sync again: it "
@@ -155,44 +117,8 @@ class DatabricksDestination(PushDownTableDestination):
             "(max_active_runs=1)."
         )
 
-    def _create_checkpoints(self, cursor: Any) -> None:
-        cursor.execute(
-            f"CREATE TABLE IF NOT EXISTS {self.quoted_checkpoints} "
-            "(stream_id STRING NOT NULL, checkpoint STRING NOT NULL, committed_at TIMESTAMP NOT NULL)"
-        )
 
-    def _select_checkpoint(self, cursor: Any, stream_id: str) -> str | None:
-        cursor.execute(
-            f"SELECT checkpoint FROM {self.quoted_checkpoints} WHERE stream_id = :stream_id", {"stream_id": stream_id}
-        )
-        row = cursor.fetchone()
-        return None if row is None else str(row[0])
-
-    @contextlib.contextmanager
-    def _cursor(self) -> Iterator[Any]:
-        cursor = self.sql_hook.get_conn().cursor()
-        try:
-            yield cursor
-        finally:
-            cursor.close()
-
-
-def _result(cursor: Any) -> dict[str, int]:
-    row = cursor.fetchone() or ()
-    names = [column[0] for column in cursor.description or ()]
-    return {str(name): int(value or 0) for name, value in zip(names, row, strict=False)}
-
-
-def _affected(cursor: Any) -> int:
-    """Rows a Databricks DML statement touched, from its result row (``num_affected_rows``)."""
-    return _result(cursor).get("num_affected_rows", 0)
-
-
-def _merge_stats(cursor: Any) -> ApplyStats:
-    """The counts of Databricks' MERGE result row."""
-    result = _result(cursor)
-    return ApplyStats(
-        rows_inserted=result.get("num_inserted_rows", 0),
-        rows_updated=result.get("num_updated_rows", 0),
-        rows_deleted=result.get("num_deleted_rows", 0),
-    )
+class _DatabricksSession(WarehouseSession):
+    def affected(self) -> int:
+        """Databricks reports a DML statement's rows in its result row (``num_affected_rows``)."""
+        return self.result().get("num_affected_rows", 0)

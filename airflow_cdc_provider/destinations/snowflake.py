@@ -33,21 +33,11 @@ so ``primary_key`` is written as Snowflake stores it (usually upper case: ``["ID
 from __future__ import annotations
 
 import contextlib
-import json
-from collections.abc import Sequence
-from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import ClassVar
 
-from airflow_cdc_provider.destinations.base import ApplyStats, Checkpoint
-from airflow_cdc_provider.destinations.pushdown import ChangeQuery, PushDownTableDestination, merge_sql
-from airflow_cdc_provider.exceptions import ConcurrentSyncError
-from airflow_cdc_provider.hooks.tables import closing_cursor
-from airflow_cdc_provider.sql import quote_identifier, snowflake_table_name
-
-if TYPE_CHECKING:
-    from airflow.providers.snowflake.hooks.snowflake import SnowflakeHook
-
-_COUNTS = {"number of rows inserted": 0, "number of rows updated": 1, "number of rows deleted": 2}
+from airflow_cdc_provider.destinations.base import ApplyStats
+from airflow_cdc_provider.destinations.pushdown import PushDownRun, PushDownTableDestination, WarehouseSession
+from airflow_cdc_provider.destinations.sql.warehouses import SnowflakeDialect
 
 
 class SnowflakeDestination(PushDownTableDestination):
@@ -66,8 +56,15 @@ class SnowflakeDestination(PushDownTableDestination):
 
     engine = "snowflake"
     engine_name = "Snowflake"
+    dialect = SnowflakeDialect()
     conn_name_attr = "snowflake_conn_id"
-    quote_name = staticmethod(snowflake_table_name)
+    provider_hook_class = "airflow.providers.snowflake.hooks.snowflake.SnowflakeHook"
+    provider_conn_arg = "snowflake_conn_id"
+    merge_counts: ClassVar[tuple[str, str, str]] = (
+        "number of rows inserted",
+        "number of rows updated",
+        "number of rows deleted",
+    )
 
     def __init__(
         self, table: str, snowflake_conn_id: str = "snowflake_default", *, checkpoint_table: str = "_CDC_CHECKPOINTS"
@@ -76,100 +73,22 @@ class SnowflakeDestination(PushDownTableDestination):
         self.snowflake_conn_id = snowflake_conn_id
         self.checkpoint_table = checkpoint_table
 
-    @cached_property
-    def sql_hook(self) -> SnowflakeHook:
-        from airflow.providers.snowflake.hooks.snowflake import SnowflakeHook
-
-        return SnowflakeHook(snowflake_conn_id=self.snowflake_conn_id)
-
-    def read_checkpoint(self, stream_id: str) -> Checkpoint | None:
-        with closing_cursor(self.sql_hook) as cursor:
-            self._create_checkpoints(cursor)
-            return self._select_checkpoint(cursor, stream_id)
-
-    def apply_query(
-        self,
-        stream_id: str,
-        query: ChangeQuery,
-        primary_key: Sequence[str],
-        checkpoint: Checkpoint,
-        expected_checkpoint: Checkpoint | None,
-        *,
-        full_refresh: bool = False,
-    ) -> ApplyStats:
-        """Merge the net effect of ``query`` and write ``checkpoint`` in one Snowflake transaction."""
-        self.check_engine(query)
-        with closing_cursor(self.sql_hook) as cursor:
-            self._create_checkpoints(cursor)
-            columns: list[str] = []
-            if not query.empty:
-                cursor.execute(f"CREATE TABLE IF NOT EXISTS {self.quoted_table} LIKE {query.source_table}")
-                cursor.execute(f"SELECT * FROM {query.source_table} LIMIT 0")
-                columns = [column[0] for column in cursor.description]
-            cursor.execute("BEGIN TRANSACTION")
-            try:
-                self._compare_and_set(cursor, stream_id, checkpoint, expected_checkpoint)
-                if full_refresh:
-                    cursor.execute(f"DELETE FROM {self.quoted_table}")
-                stats = ApplyStats()
-                if not query.empty:
-                    cursor.execute(
-                        merge_sql(self.quoted_table, query.sql, primary_key, columns, quote_identifier), query.params
-                    )
-                    stats = _merge_stats(cursor)
-                cursor.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    cursor.execute("ROLLBACK")
-                raise
+    def commit(self, session: WarehouseSession, run: PushDownRun) -> ApplyStats:
+        """Compare-and-set the checkpoint first (it locks the checkpoint table), then merge, in one transaction."""
+        session.run("BEGIN TRANSACTION")
+        try:
+            session.run(self.checkpoints.write(run.expected is None), run.write_params())
+            if session.affected() != 1:
+                raise self.checkpoints.moved(run.stream_id, self.table)
+            if run.full_refresh:
+                session.run(f"DELETE FROM {self.quoted_table}")
+            stats = ApplyStats()
+            if run.merge is not None:
+                session.run(run.merge, run.query.params)
+                stats = self.stats(session.result())
+            session.run("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                session.run("ROLLBACK")
+            raise
         return stats
-
-    # -- helpers -----------------------------------------------------------------------------------
-
-    def _create_checkpoints(self, cursor: Any) -> None:
-        cursor.execute(
-            f"CREATE TABLE IF NOT EXISTS {self.quoted_checkpoints} "
-            "(STREAM_ID VARCHAR NOT NULL, CHECKPOINT VARCHAR NOT NULL, COMMITTED_AT TIMESTAMP_LTZ NOT NULL)"
-        )
-
-    def _select_checkpoint(self, cursor: Any, stream_id: str) -> Checkpoint | None:
-        cursor.execute(
-            f"SELECT CHECKPOINT FROM {self.quoted_checkpoints} WHERE STREAM_ID = %(stream_id)s",
-            {"stream_id": stream_id},
-        )
-        row = cursor.fetchone()
-        return json.loads(row[0]) if row else None
-
-    def _compare_and_set(
-        self, cursor: Any, stream_id: str, checkpoint: Checkpoint, expected: Checkpoint | None
-    ) -> None:
-        params = {"stream_id": stream_id, "checkpoint": json.dumps(checkpoint, sort_keys=True)}
-        if expected is None:
-            cursor.execute(
-                f"INSERT INTO {self.quoted_checkpoints} (STREAM_ID, CHECKPOINT, COMMITTED_AT) "
-                "SELECT %(stream_id)s, %(checkpoint)s, CURRENT_TIMESTAMP() WHERE NOT EXISTS "
-                f"(SELECT 1 FROM {self.quoted_checkpoints} WHERE STREAM_ID = %(stream_id)s)",
-                params,
-            )
-        else:
-            cursor.execute(
-                f"UPDATE {self.quoted_checkpoints} SET CHECKPOINT = %(checkpoint)s, COMMITTED_AT = CURRENT_TIMESTAMP() "
-                "WHERE STREAM_ID = %(stream_id)s AND CHECKPOINT = %(expected)s",
-                {**params, "expected": json.dumps(expected, sort_keys=True)},
-            )
-        if cursor.rowcount != 1:
-            raise ConcurrentSyncError(
-                f"stream {stream_id!r}: another run moved the checkpoint in {self.quoted_checkpoints}; "
-                f"this run applied nothing to {self.table}"
-            )
-
-
-def _merge_stats(cursor: Any) -> ApplyStats:
-    """The counts of Snowflake's MERGE result row (only the clauses that ran are reported)."""
-    row = cursor.fetchone() or ()
-    counts = [0, 0, 0]
-    for column, value in zip((c[0] for c in cursor.description or ()), row, strict=False):
-        index = _COUNTS.get(str(column).lower())
-        if index is not None:
-            counts[index] = int(value or 0)
-    return ApplyStats(rows_inserted=counts[0], rows_updated=counts[1], rows_deleted=counts[2])

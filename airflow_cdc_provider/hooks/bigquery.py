@@ -20,7 +20,7 @@ The rule, checked against Google's documentation ("Work with change history"; ti
 Cursor: ``{"end": <ISO timestamp>, "end_us": <microseconds since the epoch>}``, the exclusive end applied.
 First sync: the table ``FOR SYSTEM_TIME AS OF end`` as upserts; later syncs read ``CHANGES`` from that end.
 
-Push-down (:mod:`airflow_cdc_provider.destinations.pushdown`): :meth:`BigQueryChangeFeedHook.change_query` is the
+Push-down (:mod:`airflow_cdc_provider.change_query`): :meth:`BigQueryChangeFeedHook.change_query` is the
 same windows' ``CHANGES`` calls joined by ``UNION ALL`` and mapped in SQL exactly as :func:`bigquery_changes`
 maps them, for a :class:`~airflow_cdc_provider.destinations.bigquery.BigQueryDestination` to merge in BigQuery.
 
@@ -34,22 +34,22 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from airflow.sdk import BaseHook
 
+from airflow_cdc_provider.change_query import ChangeQuery, snapshot_sql
 from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE, DELETE, UPSERT
-from airflow_cdc_provider.destinations.pushdown import ChangeQuery, snapshot_sql
+from airflow_cdc_provider.connections import ProviderHookMixin
 from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
 from airflow_cdc_provider.hooks.tables import change_batch, check_known, plain_types, require_primary_key, text_column
 from airflow_cdc_provider.sql import backquote, bigquery_table_name
 
 if TYPE_CHECKING:
-    from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
+    pass
 
 CHANGE_TYPE_COLUMN = "_CHANGE_TYPE"
 CHANGE_TIMESTAMP_COLUMN = "_CHANGE_TIMESTAMP"
@@ -119,7 +119,7 @@ def translate_error(err: Exception, table: str, window: str) -> Exception | None
     return None
 
 
-class BigQueryChangeFeedHook(BaseHook):
+class BigQueryChangeFeedHook(ProviderHookMixin, BaseHook):
     """Changes of a BigQuery table with change history on, read through ``CHANGES`` in windows of a day at most.
 
     Connects through the Google provider's :class:`BigQueryHook`. Results come back as Arrow record batches.
@@ -132,6 +132,8 @@ class BigQueryChangeFeedHook(BaseHook):
     """
 
     conn_name_attr = "gcp_conn_id"
+    provider_hook_class = "airflow.providers.google.cloud.hooks.bigquery.BigQueryHook"
+    provider_conn_arg = "gcp_conn_id"
     default_conn_name = "google_cloud_default"
     conn_type = "google_cloud_platform"
     hook_name = "BigQuery change history"
@@ -157,11 +159,8 @@ class BigQueryChangeFeedHook(BaseHook):
         self.window = window
         self.location = location
 
-    @cached_property
-    def bq_hook(self) -> BigQueryHook:
-        from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
-
-        return BigQueryHook(gcp_conn_id=self.gcp_conn_id, location=self.location, use_legacy_sql=False)
+    def provider_hook_kwargs(self) -> dict[str, Any]:
+        return {"location": self.location, "use_legacy_sql": False}
 
     @property
     def uri(self) -> str:
@@ -300,7 +299,7 @@ class BigQueryChangeFeedHook(BaseHook):
             pull.units_done += 1
 
     def _client(self) -> Any:
-        return self.bq_hook.get_client(location=self.location)
+        return self.provider_hook.get_client(location=self.location)
 
 
 def _micros(moment: datetime) -> int:

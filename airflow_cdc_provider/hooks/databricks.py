@@ -15,7 +15,7 @@ HISTORY``, "Use Delta Lake change data feed on Databricks"):
 
 Cursor: ``{"version": <last version applied>}``. First sync: ``SELECT * FROM t VERSION AS OF v`` as upserts.
 
-Push-down (:mod:`airflow_cdc_provider.destinations.pushdown`): :meth:`DatabricksChangeFeedHook.change_query` is
+Push-down (:mod:`airflow_cdc_provider.change_query`): :meth:`DatabricksChangeFeedHook.change_query` is
 the same ``table_changes`` call mapped in SQL exactly as :func:`~airflow_cdc_provider.hooks.delta.delta_changes`
 maps it, for a :class:`~airflow_cdc_provider.destinations.databricks.DatabricksDestination` to merge in Databricks.
 """
@@ -23,14 +23,14 @@ maps it, for a :class:`~airflow_cdc_provider.destinations.databricks.DatabricksD
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from airflow.sdk import BaseHook
 
+from airflow_cdc_provider.change_query import ChangeQuery, snapshot_sql
 from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE, DELETE, UPSERT
-from airflow_cdc_provider.destinations.pushdown import ChangeQuery, snapshot_sql
+from airflow_cdc_provider.connections import ProviderHookMixin
 from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
 from airflow_cdc_provider.hooks.delta import (
@@ -45,7 +45,7 @@ from airflow_cdc_provider.hooks.tables import require_primary_key
 from airflow_cdc_provider.sql import backquote, databricks_table_name
 
 if TYPE_CHECKING:
-    from airflow.providers.databricks.hooks.databricks_sql import DatabricksSqlHook
+    pass
 
 _EXPIRED_CLASSES = (
     "DELTA_CHANGE_DATA_FILE_NOT_FOUND",
@@ -78,7 +78,7 @@ def translate_error(err: Exception, table: str, start: int, end: int) -> Excepti
     return None
 
 
-class DatabricksChangeFeedHook(BaseHook):
+class DatabricksChangeFeedHook(ProviderHookMixin, BaseHook):
     """The change data feed of a Databricks Delta table, read through a SQL warehouse as Arrow.
 
     Connects through the Databricks provider's :class:`DatabricksSqlHook` (the existing Airflow connection).
@@ -91,6 +91,8 @@ class DatabricksChangeFeedHook(BaseHook):
     """
 
     conn_name_attr = "databricks_conn_id"
+    provider_hook_class = "airflow.providers.databricks.hooks.databricks_sql.DatabricksSqlHook"
+    provider_conn_arg = "databricks_conn_id"
     default_conn_name = "databricks_default"
     conn_type = "databricks"
     hook_name = "Databricks change data feed"
@@ -113,15 +115,8 @@ class DatabricksChangeFeedHook(BaseHook):
         self.sql_endpoint_name = sql_endpoint_name
         self.fetch_rows = fetch_rows
 
-    @cached_property
-    def sql_hook(self) -> DatabricksSqlHook:
-        from airflow.providers.databricks.hooks.databricks_sql import DatabricksSqlHook
-
-        return DatabricksSqlHook(
-            databricks_conn_id=self.databricks_conn_id,
-            http_path=self.http_path,
-            sql_endpoint_name=self.sql_endpoint_name,
-        )
+    def provider_hook_kwargs(self) -> dict[str, Any]:
+        return {"http_path": self.http_path, "sql_endpoint_name": self.sql_endpoint_name}
 
     @property
     def uri(self) -> str:
@@ -184,13 +179,10 @@ class DatabricksChangeFeedHook(BaseHook):
 
     def latest_version(self) -> int:
         """The table's latest version, from its history."""
-        cursor = self.sql_hook.get_conn().cursor()
-        try:
+        with self.cursor() as cursor:
             cursor.execute(self.history_query())
             names = [column[0] for column in cursor.description]
             row = cursor.fetchone()
-        finally:
-            cursor.close()
         if row is None:
             raise RuntimeError(f"DESCRIBE HISTORY {self.table} returned no version")
         return int(row[names.index("version")])
@@ -235,25 +227,23 @@ class DatabricksChangeFeedHook(BaseHook):
         *,
         snapshot: bool,
     ) -> Iterator[pa.RecordBatch]:
-        cursor = self.sql_hook.get_conn().cursor()
         try:
-            cursor.execute(sql)
-            while True:
-                table = cursor.fetchmany_arrow(self.fetch_rows)
-                if table.num_rows == 0:
-                    break
-                for batch in table.to_batches():
-                    if batch.num_rows:
-                        yield (
-                            snapshot_changes(batch, end, primary_key, origin)
-                            if snapshot
-                            else delta_changes(batch, primary_key, origin)
-                        )
+            with self.cursor() as cursor:
+                cursor.execute(sql)
+                while True:
+                    table = cursor.fetchmany_arrow(self.fetch_rows)
+                    if table.num_rows == 0:
+                        break
+                    for batch in table.to_batches():
+                        if batch.num_rows:
+                            yield (
+                                snapshot_changes(batch, end, primary_key, origin)
+                                if snapshot
+                                else delta_changes(batch, primary_key, origin)
+                            )
         except Exception as err:
             translated = translate_error(err, self.table, start, end)
             if translated is None:
                 raise
             raise translated from err
-        finally:
-            cursor.close()
         pull.units_done = pull.units_total

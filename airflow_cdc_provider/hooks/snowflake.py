@@ -22,7 +22,7 @@ The window's end is fixed when the pull starts, from Snowflake's own clock (``SE
 so the worker's clock never matters. Cursor: ``{"end": <ISO timestamp>, "end_us": <microseconds since epoch>}``.
 First sync: the table ``AT(TIMESTAMP => end)`` as upserts; later syncs read ``CHANGES`` from that end.
 
-Push-down (:mod:`airflow_cdc_provider.destinations.pushdown`): :meth:`SnowflakeChangeFeedHook.change_query`
+Push-down (:mod:`airflow_cdc_provider.change_query`): :meth:`SnowflakeChangeFeedHook.change_query`
 hands the same ``CHANGES`` (or snapshot) query, wrapped in SQL that maps ``METADATA$ACTION`` exactly as
 :func:`snowflake_changes` does, to a :class:`~airflow_cdc_provider.destinations.snowflake.SnowflakeDestination`,
 which merges it inside Snowflake.
@@ -37,21 +37,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from airflow.sdk import BaseHook
 
+from airflow_cdc_provider.change_query import ChangeQuery, snapshot_sql
 from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE, DELETE, UPSERT
-from airflow_cdc_provider.destinations.pushdown import ChangeQuery, snapshot_sql
+from airflow_cdc_provider.connections import ProviderHookMixin
 from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
 from airflow_cdc_provider.hooks.tables import (
     change_batch,
     check_known,
-    closing_cursor,
     plain_types,
     require_primary_key,
     text_column,
@@ -59,7 +58,7 @@ from airflow_cdc_provider.hooks.tables import (
 from airflow_cdc_provider.sql import quote_identifier, snowflake_table_name
 
 if TYPE_CHECKING:
-    from airflow.providers.snowflake.hooks.snowflake import SnowflakeHook
+    pass
 
 ACTION_COLUMN = "METADATA$ACTION"
 IS_UPDATE_COLUMN = "METADATA$ISUPDATE"
@@ -103,7 +102,7 @@ def translate_error(err: Exception, table: str, window: str) -> Exception | None
     return None
 
 
-class SnowflakeChangeFeedHook(BaseHook):
+class SnowflakeChangeFeedHook(ProviderHookMixin, BaseHook):
     """Changes of a Snowflake table with change tracking on, read through the ``CHANGES`` clause.
 
     Connects through the Snowflake provider's :class:`SnowflakeHook`, so the existing Airflow connection
@@ -115,6 +114,8 @@ class SnowflakeChangeFeedHook(BaseHook):
     """
 
     conn_name_attr = "snowflake_conn_id"
+    provider_hook_class = "airflow.providers.snowflake.hooks.snowflake.SnowflakeHook"
+    provider_conn_arg = "snowflake_conn_id"
     default_conn_name = "snowflake_default"
     conn_type = "snowflake"
     hook_name = "Snowflake change tracking"
@@ -124,12 +125,6 @@ class SnowflakeChangeFeedHook(BaseHook):
         super().__init__(**kwargs)
         self.table = table
         self.snowflake_conn_id = snowflake_conn_id
-
-    @cached_property
-    def sql_hook(self) -> SnowflakeHook:
-        from airflow.providers.snowflake.hooks.snowflake import SnowflakeHook
-
-        return SnowflakeHook(snowflake_conn_id=self.snowflake_conn_id)
 
     @property
     def uri(self) -> str:
@@ -141,7 +136,7 @@ class SnowflakeChangeFeedHook(BaseHook):
 
     def now(self) -> datetime:
         """Snowflake's clock, the end of the next window."""
-        with closing_cursor(self.sql_hook) as cursor:
+        with self.cursor() as cursor:
             cursor.execute("SELECT CURRENT_TIMESTAMP()")
             value = cursor.fetchone()[0]
         return _aware(value)
@@ -214,7 +209,7 @@ class SnowflakeChangeFeedHook(BaseHook):
         params = {"table": names[-1]}
         if len(names) >= 2:
             params["schema"] = names[-2]
-        with closing_cursor(self.sql_hook) as cursor:
+        with self.cursor() as cursor:
             cursor.execute(self.last_altered_query(), params)
             row = cursor.fetchone()
         if row is None or row[0] is None:
@@ -258,7 +253,7 @@ class SnowflakeChangeFeedHook(BaseHook):
         snapshot: bool,
     ) -> Iterator[pa.RecordBatch]:
         try:
-            with closing_cursor(self.sql_hook) as cursor:
+            with self.cursor() as cursor:
                 cursor.execute(sql, params)
                 for table in cursor.fetch_arrow_batches():
                     for batch in table.to_batches():

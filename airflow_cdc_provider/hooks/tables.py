@@ -16,9 +16,7 @@ it and wins. Dropping it would be right only for updates that keep the key.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -98,17 +96,3 @@ def check_known(values: pa.Array, known: Sequence[str], column: str, origin: str
         raise UnknownChangeTypeError(
             f"{origin}: row {index + 1} has {column} {values[index].as_py()!r}; expected one of {list(known)}"
         )
-
-
-@contextlib.contextmanager
-def closing_cursor(sql_hook: Any) -> Iterator[Any]:
-    """A cursor on a new connection of a DB-API provider hook; cursor and connection are closed after."""
-    conn = sql_hook.get_conn()
-    try:
-        cursor = conn.cursor()
-        try:
-            yield cursor
-        finally:
-            cursor.close()
-    finally:
-        conn.close()

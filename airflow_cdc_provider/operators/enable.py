@@ -22,7 +22,6 @@ from airflow_cdc_provider.hooks.bigquery import BigQueryChangeFeedHook
 from airflow_cdc_provider.hooks.databricks import DatabricksChangeFeedHook
 from airflow_cdc_provider.hooks.delta import CDF_PROPERTY, DeltaChangeFeedHook
 from airflow_cdc_provider.hooks.snowflake import SnowflakeChangeFeedHook
-from airflow_cdc_provider.hooks.tables import closing_cursor
 from airflow_cdc_provider.sql import bigquery_table_name, databricks_table_name, snowflake_table_name
 
 if TYPE_CHECKING:
@@ -130,22 +129,16 @@ class EnableDeltaChangeDataFeedOperator(BaseOperator):
         return {"enabled": True, "changed": True, "found": found, "from_version": table.version()}
 
     def _property(self, quoted: str) -> str | None:
-        cursor = self.databricks_hook.sql_hook.get_conn().cursor()
-        try:
+        with self.databricks_hook.cursor() as cursor:
             cursor.execute(f"SHOW TBLPROPERTIES {quoted} ('{CDF_PROPERTY}')")
             row = cursor.fetchone()
-        finally:
-            cursor.close()
         # An unset property comes back as a row whose value says the table "does not have" it.
         return str(row[1]).strip().lower() if row and row[1] in ("true", "false", True, False) else None
 
     def _run(self, statements: Sequence[str]) -> None:
-        cursor = self.databricks_hook.sql_hook.get_conn().cursor()
-        try:
+        with self.databricks_hook.cursor() as cursor:
             for statement in statements:
                 cursor.execute(statement)
-        finally:
-            cursor.close()
 
 
 class EnableSnowflakeChangeTrackingOperator(BaseOperator):
@@ -193,7 +186,7 @@ class EnableSnowflakeChangeTrackingOperator(BaseOperator):
         raise RuntimeError(f"Snowflake table {self.table} not found (SHOW TABLES LIKE '{name}'{scope})")
 
     def _execute(self, sql: str, params: dict[str, Any] | None) -> tuple[list[str], list[tuple[Any, ...]]]:
-        with closing_cursor(self.hook.sql_hook) as cursor:
+        with self.hook.cursor() as cursor:
             cursor.execute(sql, params)
             names = [str(column[0]).lower() for column in cursor.description or []]
             return names, list(cursor.fetchall()) if names else []

@@ -1,0 +1,201 @@
+"""The merge engine: one destination transaction for every SQL engine, spoken through its dialect.
+
+    read the checkpoint (taking the stream's lock) -> [clear for a full refresh] -> stage the batches ->
+    prepare the table -> net effect -> stale filter -> hard / soft / history -> tombstones ->
+    compare-and-set the checkpoint -> commit
+
+A new SQL destination is a :class:`SqlDestination` that opens a connection and a
+:class:`~.dialect.BoundDialect` for its engine; everything above is here once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from abc import abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from airflow_cdc_provider.changes import IS_CURRENT, RESERVED_COLUMNS, VALID_FROM, VALID_TO
+from airflow_cdc_provider.destinations.base import (
+    ApplyStats,
+    Checkpoint,
+    DestinationTransaction,
+    ShapedDestination,
+    tombstone_table_name,
+    user_fields,
+)
+from airflow_cdc_provider.destinations.sql.checkpoints import STREAM_ID, CheckpointTable, write_params
+from airflow_cdc_provider.destinations.sql.dialect import BoundDialect
+from airflow_cdc_provider.destinations.sql.merge import Merge
+from airflow_cdc_provider.destinations.sql.stage import Stage
+from airflow_cdc_provider.destinations.sql.tables import create_table, evolve
+from airflow_cdc_provider.exceptions import ConcurrentSyncError, SchemaChangeError
+from airflow_cdc_provider.schema import reconcile
+
+
+class SqlDestination(ShapedDestination):
+    """A table of a SQL engine kept in sync; a subclass says how to connect.
+
+    :param table: ``table`` or ``schema.table``; quoted, so any name is safe. Templated.
+    :param checkpoint_table: where stream checkpoints are kept.
+    :param kwargs: the table's options (``on_schema_change``, ``allow_string``, ``delete_mode``, ``history``,
+        ``tombstone_retention``): see :class:`~airflow_cdc_provider.destinations.base.ShapedDestination`.
+    """
+
+    template_fields: Sequence[str] = ("table",)
+
+    def __init__(self, table: str, *, checkpoint_table: str = "_cdc_checkpoints", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.table = table
+        self.checkpoint_table = checkpoint_table
+
+    @abstractmethod
+    def connect(self, stream_id: str | None) -> contextlib.AbstractContextManager[BoundDialect | None]:
+        """An open connection's dialect, in autocommit; ``stream_id`` ``None``: to read checkpoints only, which
+        may yield ``None`` when the database does not exist yet."""
+
+    def read_checkpoint(self, stream_id: str) -> Checkpoint | None:
+        """Read without taking the stream's lock; ``None`` when the stream does not exist yet."""
+        with self.connect(None) as dialect:
+            if dialect is None or dialect.table_schema(self.checkpoint_table) is None:
+                return None
+            checkpoints = CheckpointTable(dialect, dialect.table(self.checkpoint_table))
+            rows = dialect.rows(checkpoints.select(), {STREAM_ID: stream_id})
+        return json.loads(rows[0][0]) if rows else None
+
+    @contextlib.contextmanager
+    def transaction(self, stream_id: str) -> Iterator[SqlTransaction]:
+        with self.connect(stream_id) as dialect:
+            assert dialect is not None
+            transaction = SqlTransaction(dialect, self, stream_id)  # a name no quoting can carry fails here
+            namespace, _, _ = self.checkpoint_table.rpartition(".")
+            if namespace:
+                dialect.create_if_absent(f"CREATE SCHEMA IF NOT EXISTS {dialect.table(namespace)}")
+            dialect.create_if_absent(self._checkpoints(dialect).create())
+            dialect.begin()
+            try:
+                yield transaction
+            finally:
+                dialect.rollback()  # a no-op after the commit
+
+    def _checkpoints(self, dialect: BoundDialect) -> CheckpointTable:
+        return CheckpointTable(dialect, dialect.table(self.checkpoint_table), primary_key=dialect.primary_keys)
+
+
+class SqlTransaction(DestinationTransaction):
+    """One transaction of one stream on a SQL destination (see :class:`DestinationTransaction`)."""
+
+    def __init__(self, dialect: BoundDialect, destination: SqlDestination, stream_id: str) -> None:
+        self.dialect = dialect
+        self._destination = destination
+        self._name = destination.table
+        self._quoted = dialect.table(destination.table)
+        self._shape = destination.shape
+        self._stream_id = stream_id
+        self._checkpoints = destination._checkpoints(dialect)
+        self._stage = Stage(dialect, allow_string=destination.allow_string)
+        self._read: str | None = None
+        self._rebuild = False
+
+    def read_checkpoint(self) -> Checkpoint | None:
+        self.dialect.lock(self._stream_id, self._destination.checkpoint_table)
+        rows = self.dialect.rows(self._checkpoints.select(self.dialect.lock_row()), {STREAM_ID: self._stream_id})
+        self._read = rows[0][0] if rows else None
+        return json.loads(self._read) if self._read is not None else None
+
+    def clear(self) -> None:
+        d = self.dialect
+        tombstones = tombstone_table_name(self._name)
+        if d.table_schema(tombstones) is not None:
+            d.execute(f"DROP TABLE {d.table(tombstones)}")  # rebuilt from the full read, as the table is
+        existing = d.table_schema(self._name)
+        if existing is not None and self._shape.history and self._shape.fits(existing.names):
+            # A history table keeps its past: every current version closes now, the full read opens new ones.
+            d.execute(f"UPDATE {self._quoted} SET {VALID_TO} = {d.now}, {IS_CURRENT} = false WHERE {IS_CURRENT}")
+            return
+        if existing is not None:
+            d.empty_table(self._quoted)
+        self._rebuild = True
+
+    def stage(self, batches: Iterable[pa.RecordBatch]) -> int:
+        # The stage starts from the table's own columns, so a file whose types clash with it is named.
+        table = None if self._rebuild or self._stage.schema else self.dialect.table_schema(self._name)
+        return self._stage.load(batches, None if table is None else pa.schema(user_fields(table)))
+
+    def apply(
+        self, primary_key: Sequence[str], order_by: Sequence[str], *, sequence_column: str | None = None
+    ) -> ApplyStats:
+        if self._stage.schema is None:
+            return ApplyStats()
+        columns = pa.schema([field for field in self._stage.schema if field.name not in RESERVED_COLUMNS])
+        if sequence_column and self._shape.uses_tombstone_table:
+            self.dialect.check_name(tombstone_table_name(self._name).rpartition(".")[2], f"table {self._name}")
+        self._prepare_table(columns, primary_key)
+        merge = Merge(self.dialect, self._name, self._shape, primary_key, columns.names, sequence_column)
+        merge.net_effect(order_by)
+        stale = 0
+        if sequence_column:
+            stale = merge.drop_stale(merge.target, current_only=self._shape.history)
+            tombstones = tombstone_table_name(self._name)
+            if self._shape.uses_tombstone_table and self.dialect.table_schema(tombstones) is not None:
+                stale += merge.drop_stale(self.dialect.table(tombstones))
+        stats = merge.apply()
+        if sequence_column and self._shape.uses_tombstone_table:
+            table = self.dialect.table_schema(self._name)
+            assert table is not None
+            merge.keep_tombstones(table, self._destination.tombstone_retention, self._destination.allow_string)
+        return ApplyStats(stats.rows_inserted, stats.rows_updated, stats.rows_deleted, rows_skipped_stale=stale)
+
+    def commit(self, checkpoint: Checkpoint) -> None:
+        try:
+            params = write_params(self._stream_id, checkpoint, self._read)
+            if not self.dialect.execute(self._checkpoints.write(new_stream=self._read is None), params):
+                raise self._checkpoints.moved(self._stream_id, self._name)
+            self.dialect.commit()
+        except Exception as err:
+            if not self.dialect.is_conflict(err):
+                raise
+            raise ConcurrentSyncError(
+                f"stream {self._stream_id!r}: another run committed to {self._name} meanwhile; "
+                f"this run applied nothing ({err})"
+            ) from err
+
+    def _prepare_table(self, columns: pa.Schema, primary_key: Sequence[str]) -> None:
+        d, name = self.dialect, self._name
+        existing = d.table_schema(name)
+        if existing is not None and self._rebuild and not self._fits(existing, columns):
+            d.execute(f"DROP TABLE {self._quoted}")
+            existing = None
+        if existing is None:
+            keys = ", ".join(d.quote(key) for key in primary_key)
+            constraint = ""
+            if d.primary_keys:  # with history: one version per key and run, at most one current per key
+                constraint = f"PRIMARY KEY ({keys}, {VALID_FROM})" if self._shape.history else f"PRIMARY KEY ({keys})"
+            create_table(d, name, pa.schema([*columns, *self._shape.system_fields()]), constraints=constraint)
+            if d.primary_keys and self._shape.history:
+                d.execute(f"CREATE UNIQUE INDEX ON {self._quoted} ({keys}) WHERE {IS_CURRENT}")
+            return
+        self._shape.check(name, existing.names)
+        options = self._destination
+        evolve(
+            d,
+            self._quoted,
+            existing,
+            columns,
+            f"table {name}",
+            allow_string=options.allow_string,
+            on_schema_change=options.on_schema_change,
+        )
+
+    def _fits(self, existing: pa.Schema, columns: pa.Schema) -> bool:
+        """On a full refresh: whether the emptied table is kept (its grants, indexes, views) for the rows."""
+        if not self.dialect.keeps_table_on_refresh or not self._shape.fits(existing.names):
+            return False
+        try:
+            reconcile(existing, self.dialect.held(columns), "", allow_string=self._destination.allow_string)
+        except SchemaChangeError:
+            return False
+        return True

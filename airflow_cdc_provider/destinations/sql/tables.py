@@ -1,0 +1,67 @@
+"""Tables in any SQL engine: create one from Arrow columns, evolve its columns by the schema rule.
+
+The rule itself (what may be added or widened) is :mod:`airflow_cdc_provider.schema`'s; this module turns its
+answer into DDL through the dialect.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from airflow_cdc_provider.destinations.sql.dialect import BoundDialect
+from airflow_cdc_provider.exceptions import SchemaChangeError
+from airflow_cdc_provider.schema import OnSchemaChange, reconcile
+
+
+def column_definitions(dialect: BoundDialect, schema: pa.Schema) -> str:
+    types = dialect.column_types(schema)
+    return ", ".join(f"{dialect.quote(name)} {types[name]}" for name in schema.names)
+
+
+def create_table(dialect: BoundDialect, name: str, schema: pa.Schema, *, constraints: str = "") -> None:
+    """Create table ``name`` (and its schema, if qualified) with ``schema``'s columns and ``constraints``."""
+    namespace, _, _ = name.rpartition(".")
+    if namespace:
+        dialect.execute(f"CREATE SCHEMA IF NOT EXISTS {dialect.table(namespace)}")
+    for field in schema:
+        dialect.check_name(field.name, f"column {field.name!r} of table {name}")
+    tail = f", {constraints}" if constraints else ""
+    dialect.execute(f"CREATE TABLE {dialect.table(name)} ({column_definitions(dialect, schema)}{tail})")
+
+
+def evolve(
+    dialect: BoundDialect,
+    table: str,
+    existing: pa.Schema,
+    incoming: pa.Schema,
+    origin: str,
+    *,
+    allow_string: bool = False,
+    on_schema_change: OnSchemaChange = "add_columns",
+) -> pa.Schema:
+    """Add and widen the quoted ``table``'s columns for ``incoming``; return the table's schema after.
+
+    :param existing: the table's columns as the engine holds them.
+    :param incoming: the columns a batch (or a later stage) brings.
+    :param origin: what brought them (a file, a table), named in errors.
+    """
+    try:
+        incoming = dialect.held(incoming)
+    except SchemaChangeError as err:
+        raise SchemaChangeError(f"{origin}: {err}") from None
+    changes = reconcile(existing, incoming, origin, allow_string=allow_string, on_schema_change=on_schema_change)
+    types = dialect.column_types(pa.schema(changes.added + changes.widened))
+    for field in changes.added:
+        dialect.check_name(field.name, f"column {field.name!r} of {origin}")
+        dialect.execute(f"ALTER TABLE {table} ADD COLUMN {dialect.quote(field.name)} {types[field.name]}")
+        existing = existing.append(field)
+    for field in changes.widened:
+        name, kind = dialect.quote(field.name), types[field.name]
+        dialect.execute(f"ALTER TABLE {table} ALTER COLUMN {name} TYPE {kind} USING CAST({name} AS {kind})")
+        existing = existing.set(existing.get_field_index(field.name), field)
+    return existing
+
+
+def typed_fields(schema: pa.Schema) -> list[pa.Field]:
+    """Columns that carry a type: a column null in every row of a file says nothing and is skipped."""
+    return [field for field in schema if not pa.types.is_null(field.type)]
