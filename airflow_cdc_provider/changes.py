@@ -6,15 +6,20 @@ A change batch is a ``pyarrow.RecordBatch`` of the user's columns plus two reser
   only the key columns must be filled). Read trimmed and case-insensitively; empty or null means ``'u'``;
   a missing column means every row is ``'u'``.
 * ``_change_sequence``: int64, the change's position in the source's order; larger is later.
+* ``_change_time``: timestamp (UTC), when the source says the change happened: a file's last-modified time, a
+  Delta commit's timestamp, BigQuery's ``_CHANGE_TIMESTAMP``, the end of a Snowflake window; or the user's
+  ``event_time_column`` (or a timestamp ``sequence_column``). Soft deletes and history are stamped with it,
+  never with the sync's clock, so a table is the same however its changes were grouped into runs.
 
 The destinations' own bookkeeping columns (:data:`SYSTEM_COLUMNS`: ``_cdc_deleted_at`` for soft deletes,
-``_cdc_valid_from`` / ``_cdc_valid_to`` / ``_cdc_is_current`` for history) are reserved too: a batch carrying
-one is refused, so a user column can never be mistaken for them.
+``_cdc_valid_from`` / ``_cdc_valid_to`` / ``_cdc_is_current`` / ``_cdc_loaded_at`` for history) are reserved
+too: a batch carrying one is refused, so a user column can never be mistaken for them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +27,7 @@ import pyarrow.compute as pc
 
 from airflow_cdc_provider.exceptions import (
     BadChangeFileError,
+    EventTimeError,
     MissingKeyColumnError,
     NullKeyError,
     SequenceColumnError,
@@ -31,8 +37,14 @@ from airflow_cdc_provider.sql import quote_identifier
 
 CHANGE_TYPE = "_change_request_type"
 CHANGE_SEQUENCE = "_change_sequence"
-RESERVED_FIELDS = (pa.field(CHANGE_TYPE, pa.string()), pa.field(CHANGE_SEQUENCE, pa.int64()))
-RESERVED_COLUMNS = (CHANGE_TYPE, CHANGE_SEQUENCE)
+CHANGE_TIME = "_change_time"
+TIME_TYPE = pa.timestamp("us", "UTC")
+RESERVED_FIELDS = (
+    pa.field(CHANGE_TYPE, pa.string()),
+    pa.field(CHANGE_SEQUENCE, pa.int64()),
+    pa.field(CHANGE_TIME, TIME_TYPE),
+)
+RESERVED_COLUMNS = (CHANGE_TYPE, CHANGE_SEQUENCE, CHANGE_TIME)
 UPSERT = "u"
 _ORIGIN = "cdc.origin"
 DELETE = "d"
@@ -42,7 +54,8 @@ DELETED_AT = "_cdc_deleted_at"
 VALID_FROM = "_cdc_valid_from"
 VALID_TO = "_cdc_valid_to"
 IS_CURRENT = "_cdc_is_current"
-SYSTEM_COLUMNS = (DELETED_AT, VALID_FROM, VALID_TO, IS_CURRENT)
+LOADED_AT = "_cdc_loaded_at"
+SYSTEM_COLUMNS = (DELETED_AT, VALID_FROM, VALID_TO, IS_CURRENT, LOADED_AT)
 
 
 def prepare_batch(
@@ -52,6 +65,7 @@ def prepare_batch(
     first_row: int,
     first_sequence: int,
     primary_key: Sequence[str],
+    change_time: datetime | None = None,
 ) -> pa.RecordBatch:
     """Validate one batch read from ``origin`` and return it in the change vocabulary.
 
@@ -60,6 +74,7 @@ def prepare_batch(
     :param first_row: how many rows of ``origin`` came before this batch, so errors give the row number.
     :param first_sequence: the ``_change_sequence`` of the batch's first row.
     :param primary_key: the key columns; each must be present and non-null on every row.
+    :param change_time: when the source says these rows changed (a file's last-modified time).
     """
     if CHANGE_SEQUENCE in batch.schema.names:
         raise BadChangeFileError(f"{origin}: column {CHANGE_SEQUENCE!r} is reserved for the change order; rename it")
@@ -71,6 +86,7 @@ def prepare_batch(
         change_types,
         sequence,
         origin=origin,
+        change_time=change_time,
     )
 
 
@@ -91,9 +107,17 @@ def check_keys(batch: pa.RecordBatch, primary_key: Sequence[str], *, origin: str
 
 
 def with_change_columns(
-    user_columns: pa.RecordBatch, change_types: pa.Array, sequence: pa.Array, *, origin: str
+    user_columns: pa.RecordBatch,
+    change_types: pa.Array,
+    sequence: pa.Array,
+    *,
+    origin: str,
+    change_time: pa.Array | datetime | None = None,
 ) -> pa.RecordBatch:
-    """The user's columns plus the two reserved ones, remembering ``origin`` for later error messages."""
+    """The user's columns plus the reserved ones, remembering ``origin`` for later error messages.
+
+    :param change_time: each row's source time, or one for all rows; ``None`` if the source tells none.
+    """
     clash = [name for name in user_columns.schema.names if name in RESERVED_COLUMNS]
     if clash:
         raise BadChangeFileError(f"{origin}: column(s) {clash} are reserved for the change vocabulary; rename them")
@@ -103,13 +127,18 @@ def with_change_columns(
             f"{origin}: column(s) {system} are reserved for the destination's soft-delete and history columns "
             f"({', '.join(SYSTEM_COLUMNS)}); rename them at the source"
         )
+    if isinstance(change_time, (pa.Array, pa.ChunkedArray)):
+        times = change_time.cast(TIME_TYPE)
+    else:
+        times = pa.repeat(pa.scalar(change_time, TIME_TYPE), user_columns.num_rows)
     return pa.RecordBatch.from_arrays(
-        [*user_columns.columns, change_types, sequence],
+        [*user_columns.columns, change_types, sequence, times],
         schema=pa.schema(
             [
                 *user_columns.schema,
                 pa.field(CHANGE_TYPE, pa.string(), False),
                 pa.field(CHANGE_SEQUENCE, pa.int64(), False),
+                pa.field(CHANGE_TIME, TIME_TYPE),
             ],
             metadata={_ORIGIN: origin},
         ),
@@ -189,6 +218,50 @@ def check_sequence(batches: Iterable[pa.RecordBatch], column: str) -> Iterator[p
             )
         rows += batch.num_rows
         yield batch
+
+
+def with_event_time(
+    batches: Iterable[pa.RecordBatch], column: str, *, if_times: bool = False
+) -> Iterator[pa.RecordBatch]:
+    """Pass prepared batches through with ``_change_time`` taken from the user's timestamp ``column``.
+
+    A date is taken at midnight UTC and a timestamp without a zone as UTC. A change without a value, or a column
+    of another type, is refused naming the origin (a file), the row and the column. With ``if_times`` (a sequence
+    column standing in), a batch whose column holds no times keeps the source's time instead.
+    """
+    origin, rows = None, 0
+    for batch in batches:
+        here = origin_of(batch)
+        if here != origin:
+            origin, rows = here, 0
+        if column not in batch.schema.names:
+            user = [name for name in batch.schema.names if name not in RESERVED_COLUMNS]
+            raise EventTimeError(
+                f"{here}: event time column {column!r} is missing; it has columns {user}. Every change (deletes "
+                "included) must carry the time it happened, or leave event_time_column unset to use the source's"
+            )
+        values = batch.column(column)
+        if if_times and not is_temporal(values.type):
+            yield batch
+            continue
+        if not is_temporal(values.type):
+            raise EventTimeError(
+                f"{here}: event time column {column!r} has type {values.type}; it must be a date or a timestamp "
+                "(for CSV, pin its type with FileFormat(column_types={...: pa.timestamp('us', 'UTC')}))"
+            )
+        if values.null_count:
+            row = rows + _first_index(values.is_null()) + 1
+            raise EventTimeError(f"{here}: row {row} has no value in event time column {column!r}")
+        if pa.types.is_timestamp(values.type) and values.type.tz is None:
+            values = pc.assume_timezone(values, "UTC")
+        index = batch.schema.get_field_index(CHANGE_TIME)
+        rows += batch.num_rows
+        yield batch.set_column(index, batch.schema.field(index), values.cast(TIME_TYPE))
+
+
+def is_temporal(data_type: pa.DataType) -> bool:
+    """Whether a column holds times (a timestamp or a date): a sequence column that can also be the event time."""
+    return pa.types.is_timestamp(data_type) or pa.types.is_date(data_type)
 
 
 def net_effect_query(

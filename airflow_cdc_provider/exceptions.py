@@ -42,6 +42,13 @@ class SequenceColumnError(BadChangeFileError):
     """
 
 
+class EventTimeError(BadChangeFileError):
+    """A change lacks a value in the user's ``event_time_column``, or the column holds no times.
+
+    Nothing of the run is applied; fill the column on every change (deletes included) and run again.
+    """
+
+
 class MissingTimestampColumnError(ChangeFeedError):
     """Incremental mode was asked for, but a batch lacks the timestamp column."""
 

@@ -19,7 +19,13 @@ from typing import Any, Literal, Protocol
 import pyarrow as pa
 
 from airflow_cdc_provider.change_query import PushDownSource
-from airflow_cdc_provider.changes import CHANGE_SEQUENCE, RESERVED_COLUMNS, SYSTEM_COLUMNS, check_sequence
+from airflow_cdc_provider.changes import (
+    CHANGE_SEQUENCE,
+    RESERVED_COLUMNS,
+    SYSTEM_COLUMNS,
+    check_sequence,
+    with_event_time,
+)
 from airflow_cdc_provider.destinations.base import ApplyStats, Destination
 from airflow_cdc_provider.destinations.pushdown import PushDownTableDestination
 from airflow_cdc_provider.exceptions import PushDownOptionError
@@ -49,7 +55,11 @@ class SyncSpec:
     :param timestamp_column: the column incremental mode compares; required for it.
     :param sequence_column: a column of the data that orders the changes of a key (a version number, a
         timestamp); the destination keeps it per key (and for deleted keys in a tombstone), so a change older
-        than what it holds is skipped whatever order the files arrive in. Every change must carry a value.
+        than what it holds is skipped whatever order the files arrive in. Every change must carry a value. A
+        timestamp sequence column is also the changes' source time, unless ``event_time_column`` is given.
+    :param event_time_column: a timestamp column of the data saying when each change happened at the source:
+        the time soft deletes and history are stamped with, instead of the source's own (a file's last-modified
+        time, a commit's timestamp). Every change, deletes included, must carry a value.
     """
 
     stream_id: str
@@ -57,6 +67,7 @@ class SyncSpec:
     mode: Mode = "cdc"
     timestamp_column: str | None = None
     sequence_column: str | None = None
+    event_time_column: str | None = None
 
     def __post_init__(self) -> None:
         if not self.primary_key:
@@ -79,6 +90,9 @@ class SyncSpec:
                 )
             if column in RESERVED_COLUMNS or column in SYSTEM_COLUMNS:
                 raise ValueError(f"sequence_column {column!r} is a reserved column; name a column of the data")
+        event_time = self.event_time_column
+        if event_time is not None and (not event_time or event_time in RESERVED_COLUMNS + SYSTEM_COLUMNS):
+            raise ValueError(f"event_time_column must name a column of the data, not {event_time!r}")
 
 
 @dataclass
@@ -155,6 +169,10 @@ def run_sync(
         if spec.sequence_column:
             batches = check_sequence(batches, spec.sequence_column)
             order_by = (spec.sequence_column, CHANGE_SEQUENCE)
+        if spec.event_time_column:
+            batches = with_event_time(batches, spec.event_time_column)
+        elif spec.sequence_column:
+            batches = with_event_time(batches, spec.sequence_column, if_times=True)
         transaction.stage(batches)
         stats = transaction.apply(spec.primary_key, order_by, sequence_column=spec.sequence_column)
         if stats.rows_skipped_stale:

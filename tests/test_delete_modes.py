@@ -73,11 +73,19 @@ def counts(summary: SyncSummary) -> tuple[int, int, int, int]:
 )
 def test_table_options_are_checked_when_the_destination_is_built(build: Any) -> None:
     """No I/O happens, and each refusal says why: history and soft deletes are exclusive (a delete closes the
-    version), a retention is for the tombstone side table only, and it must be a positive timedelta."""
+    version), a retention must be a positive timedelta, history columns need history and come one way only, and
+    a list of columns names columns."""
     with pytest.raises(ValueError, match="cannot be combined with delete_mode='soft'"):
         build(delete_mode="soft", history=True)
-    with pytest.raises(ValueError, match="soft-deleted rows are the tombstones"):
-        build(delete_mode="soft", tombstone_retention=timedelta(days=1))
+    with pytest.raises(ValueError, match="history_columns chooses which changes open a new version"):
+        build(history_columns=["name"])
+    with pytest.raises(ValueError, match="not both"):
+        build(history=True, history_columns=["name"], history_except_columns=["n"])
+    with pytest.raises(ValueError, match="ignore_null_updates must be a non-empty list of column names"):
+        build(ignore_null_updates="name")
+    with pytest.raises(ValueError, match="history_except_columns must be a non-empty list of column names"):
+        build(history=True, history_except_columns=[])
+    assert build(delete_mode="soft", tombstone_retention=timedelta(days=1)).shape.soft
     with pytest.raises(ValueError, match="delete_mode must be 'hard' or 'soft'"):
         build(delete_mode="archive")
     with pytest.raises(ValueError, match="positive timedelta"):
@@ -176,23 +184,23 @@ def test_tombstones_past_their_retention_are_purged_at_the_next_sync(target: Tar
 
 
 def age_tombstone(target: Target, key: int, days: int) -> None:
-    """Move a tombstone's ``_cdc_deleted_at`` back by ``days``, as if it were written then."""
+    """Move a tombstone's ``_cdc_loaded_at`` back by ``days``, as if it were written then."""
     table = "items__cdc_tombstones"
     moment = datetime.now(timezone.utc) - timedelta(days=days)
     if target.kind == "duckdb":
         with duckdb.connect(str(Path(target.place, "destination.duckdb"))) as con:
-            con.execute(f"UPDATE {table} SET _cdc_deleted_at = ? WHERE id = ?", [moment, key])
+            con.execute(f"UPDATE {table} SET _cdc_loaded_at = ? WHERE id = ?", [moment, key])
     elif target.kind == "postgres":
         import psycopg
 
         assert target.pg is not None
         with psycopg.connect(target.pg.dsn) as con:
-            con.execute(f'UPDATE "{target.place}".{table} SET _cdc_deleted_at = %s WHERE id = %s', [moment, key])
+            con.execute(f'UPDATE "{target.place}".{table} SET _cdc_loaded_at = %s WHERE id = %s', [moment, key])
     else:
         from deltalake import DeltaTable
 
         DeltaTable(str(Path(target.place, table))).update(
-            {"_cdc_deleted_at": f"'{moment.isoformat()}'"}, predicate=f"id = {key}"
+            {"_cdc_loaded_at": f"'{moment.isoformat()}'"}, predicate=f"id = {key}"
         )
 
 
@@ -207,17 +215,20 @@ def test_a_table_of_another_shape_is_refused_and_a_full_refresh_rebuilds_it(targ
     with pytest.raises(TableShapeError, match=r"columns of delete_mode='hard'.*set to delete_mode='soft'"):
         run_sync(feed.source, soft, PLAIN)
     assert target.read("items")[0] == ["id", "name"]
-    run_sync(feed.source, soft, PLAIN, full_refresh=True)  # net effect of both files: 1 live, 2 never held
+    run_sync(feed.source, soft, PLAIN, full_refresh=True)  # both files: 1 live, 2 kept deleted (by source time)
     feed.land([{"id": 1, T: "d"}])
     assert counts(run_sync(feed.source, soft, PLAIN)) == (0, 0, 1, 0)
     _, rows = target.read("items")
-    assert rows[1]["name"] == "a" and rows[1]["_cdc_deleted_at"] is not None and set(rows) == {1}
+    assert rows[1]["name"] == "a" and rows[1]["_cdc_deleted_at"] == BASE + timedelta(seconds=2)
+    assert rows[2]["name"] == "b" and rows[2]["_cdc_deleted_at"] == BASE + timedelta(seconds=1) and set(rows) == {1, 2}
 
 
 @pytest.mark.parametrize("shape", ["soft", "history"])
 def test_a_widened_column_keeps_deleted_rows_and_past_versions(target: Target, tmp_path: Path, shape: str) -> None:
     """``n`` widens from integer to double in the run that also deletes a key and deletes a key never seen (Delta
-    rewrites the table for a widening): deleted rows, closed versions and tombstones come through it."""
+    rewrites the table for a widening): deleted rows, closed versions and tombstones come through it. Key 9's
+    insert arrives after its delete with an older version: it is placed before the delete (soft: a deleted row;
+    history: a closed version), and counted stale."""
     feed = Feed(tmp_path / "feed")
     destination = target.destination("items", **({"delete_mode": "soft"} if shape == "soft" else {"history": True}))
     feed.land([{"id": 1, "name": "a", "n": 1, "v": 1}, {"id": 2, "name": "b", "n": 2, "v": 1}], fmt="parquet")
@@ -230,28 +241,35 @@ def test_a_widened_column_keeps_deleted_rows_and_past_versions(target: Target, t
     flag = "_cdc_deleted_at" if shape == "soft" else "_cdc_valid_to"
     rows = sorted(((r["id"], r["name"], r["n"], r["v"], r[flag] is None) for r in records), key=repr)
     if shape == "soft":
-        assert rows == [
+        assert rows == [  # a deleted row keeps its image and the version of the upsert that made it
             (1, None, 1.5, 2, True),
-            (2, "b", 2.0, 2, False),
+            (2, "b", 2.0, 1, False),
             (3, "c", 3.0, 1, True),
-            (9, None, None, 7, False),
+            (9, "late", 0.5, 3, False),
         ]
     else:
-        expected = [(1, "a", 1.0, 1, False), (1, None, 1.5, 2, True), (2, "b", 2.0, 1, False), (3, "c", 3.0, 1, True)]
+        expected = [
+            (1, "a", 1.0, 1, False),
+            (1, None, 1.5, 2, True),
+            (2, "b", 2.0, 1, False),
+            (3, "c", 3.0, 1, True),
+            (9, "late", 0.5, 3, False),
+        ]
         assert rows == sorted(expected, key=repr)
-        assert sorted((r["id"], r["v"]) for r in target.rows("items__cdc_tombstones")[1]) == [(2, 2), (9, 7)]
+    assert sorted((r["id"], r["v"]) for r in target.rows("items__cdc_tombstones")[1]) == [(2, 2), (9, 7)]
     assert all(isinstance(row[2], float | None) for row in rows)
 
 
 def test_the_readme_as_of_query_reads_a_history_table_as_it_was(tmp_path: Path) -> None:
-    """Versions are half-open ``[_cdc_valid_from, _cdc_valid_to)`` with NULL for current ones; the README's
-    query at a moment between two runs returns the table as the first run left it."""
+    """Versions are half-open ``[_cdc_valid_from, _cdc_valid_to)`` in source time, with NULL for current ones; the
+    README's query at a moment between two files' times returns the table as the first file left it, whether the
+    files were synced in one run or two."""
     feed = Feed(tmp_path / "feed")
     path = str(tmp_path / "d.duckdb")
     destination = DuckDBDestination(path, "items", history=True)
     feed.land([{"id": 1, "name": "a"}, {"id": 2, "name": "b"}])
     run_sync(feed.source, destination, PLAIN)
-    between = datetime.now(timezone.utc)
+    between = BASE + timedelta(milliseconds=500)  # the first file is BASE, the second BASE + 1 s
     feed.land([{"id": 1, "name": "a2"}, {"id": 2, T: "d"}, {"id": 3, "name": "c"}])
     run_sync(feed.source, destination, PLAIN)
     as_of = (
@@ -264,7 +282,10 @@ def test_the_readme_as_of_query_reads_a_history_table_as_it_was(tmp_path: Path) 
         current = con.execute("SELECT id, name FROM items WHERE _cdc_is_current ORDER BY id").fetchall()
         assert current == [(1, "a2"), (3, "c")]
         closed = con.execute("SELECT count(*) FROM items WHERE _cdc_valid_to IS NOT NULL").fetchone()
-        assert closed == (2,)  # 1's first version and 2's only one, closed at the second run's time
+        assert closed == (2,)  # 1's first version and 2's only one, closed at the second file's time
+        assert con.execute("SELECT DISTINCT _cdc_valid_to FROM items WHERE NOT _cdc_is_current").fetchall() == [
+            (BASE + timedelta(seconds=1),)
+        ]
 
 
 # -- push-down and the operator ------------------------------------------------------------------------------

@@ -1,8 +1,7 @@
 """What every destination offers the pipeline: one transaction that stages, merges and checkpoints.
 
-Also what the DuckDB, PostgreSQL and Delta destinations share about the table's shape (:class:`TableShape`):
-how a delete is kept (``delete_mode``), whether every version is kept (``history``), and the tombstones that let
-a ``sequence_column`` refuse changes older than what the table holds.
+Also the base of the destinations whose tables this provider shapes (DuckDB, PostgreSQL, Delta): their options,
+as :class:`~airflow_cdc_provider.destinations.shape.TableShape` validates them.
 """
 
 from __future__ import annotations
@@ -12,18 +11,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal, TypedDict, get_args
+from typing import Any, TypedDict
 
 import pyarrow as pa
 
-from airflow_cdc_provider.changes import DELETED_AT, IS_CURRENT, SYSTEM_COLUMNS, VALID_FROM, VALID_TO, origin_of
-from airflow_cdc_provider.exceptions import TableShapeError
+from airflow_cdc_provider.changes import SYSTEM_COLUMNS, origin_of
+from airflow_cdc_provider.destinations.shape import DeleteMode, TableShape
 from airflow_cdc_provider.schema import OnSchemaChange, check_on_schema_change
 
 Checkpoint = dict[str, Any]
-DeleteMode = Literal["hard", "soft"]
-TOMBSTONES_SUFFIX = "__cdc_tombstones"
-TIME_TYPE = pa.timestamp("us", "UTC")
 
 
 @dataclass(frozen=True)
@@ -98,6 +94,9 @@ class TableOptions(TypedDict, total=False):
     delete_mode: DeleteMode
     history: bool
     tombstone_retention: timedelta | None
+    history_columns: Sequence[str] | None
+    history_except_columns: Sequence[str] | None
+    ignore_null_updates: bool | Sequence[str]
 
 
 class ShapedDestination(Destination):
@@ -107,11 +106,18 @@ class ShapedDestination(Destination):
         ``"fail"`` refuses any change to the existing table's columns, naming the column and both types.
     :param allow_string: also widen any column to a string when a file brings text for it.
     :param delete_mode: ``"hard"`` (default) removes a deleted key's row; ``"soft"`` keeps it and sets
-        ``_cdc_deleted_at`` to the run's transaction time (an upsert of the key revives it). See the README.
+        ``_cdc_deleted_at`` to the delete's source time (an upsert of the key revives it). See the README.
     :param history: keep every version of every key (SCD type 2: ``_cdc_valid_from``, ``_cdc_valid_to``,
-        ``_cdc_is_current``); the current view is ``WHERE _cdc_is_current``. Not with ``delete_mode="soft"``.
-    :param tombstone_retention: with a ``sequence_column``, how long a deleted key's tombstone (in
-        ``<table>__cdc_tombstones``) is kept; ``None`` (default): forever. Not with ``delete_mode="soft"``.
+        ``_cdc_is_current``, ``_cdc_loaded_at``); the current view is ``WHERE _cdc_is_current``. Not with
+        ``delete_mode="soft"``.
+    :param tombstone_retention: with a ``sequence_column``, how long (in source time) a deleted key's tombstone
+        (in ``<table>__cdc_tombstones``) is kept; ``None`` (default): forever. Not with ``delete_mode="soft"``.
+    :param history_columns: with ``history``, only a change of these columns opens a new version; a change of
+        the others updates the current version in place.
+    :param history_except_columns: with ``history``, a change of these columns alone updates the current
+        version in place. Not with ``history_columns``.
+    :param ignore_null_updates: ``True`` or a list of columns: a null in an upsert keeps the value held (partial
+        updates from sources that send only what changed).
     """
 
     def __init__(
@@ -122,12 +128,19 @@ class ShapedDestination(Destination):
         delete_mode: DeleteMode = "hard",
         history: bool = False,
         tombstone_retention: timedelta | None = None,
+        history_columns: Sequence[str] | None = None,
+        history_except_columns: Sequence[str] | None = None,
+        ignore_null_updates: bool | Sequence[str] = False,
     ) -> None:
         self.on_schema_change = check_on_schema_change(on_schema_change)
         self.allow_string = allow_string
+        self.shape = TableShape(
+            delete_mode, history, tombstone_retention, history_columns, history_except_columns, ignore_null_updates
+        )
         # Kept as given too: the triggerer rebuilds a destination from its constructor arguments.
-        self.shape = TableShape(delete_mode, history, tombstone_retention)
         self.delete_mode, self.history, self.tombstone_retention = delete_mode, history, tombstone_retention
+        self.history_columns, self.history_except_columns = history_columns, history_except_columns
+        self.ignore_null_updates = ignore_null_updates
 
 
 class BatchRuns:
@@ -171,97 +184,6 @@ class BatchRuns:
             raise
 
 
-@dataclass(frozen=True)
-class TableShape:
-    """How a destination table keeps deletes and history; validated when a destination is constructed.
-
-    :param delete_mode: ``"hard"`` (default): a deleted key's row is removed. ``"soft"``: the row stays, with
-        ``_cdc_deleted_at`` set to the deleting run's transaction time; an upsert of the key revives it.
-    :param history: keep every version (SCD type 2): a change closes the key's current version
-        (``_cdc_valid_to``, ``_cdc_is_current = false``) and opens a new one (``_cdc_valid_from``); a delete
-        closes it only. Needs ``delete_mode="hard"``: the closed version already records the delete.
-    :param tombstone_retention: with a ``sequence_column``, tombstones of deleted keys (the side table
-        ``<table>__cdc_tombstones``) older than this are purged at each sync; ``None`` keeps them forever.
-        Not for ``delete_mode="soft"``, whose tombstones are the soft-deleted rows themselves (kept).
-    """
-
-    delete_mode: DeleteMode = "hard"
-    history: bool = False
-    tombstone_retention: timedelta | None = None
-
-    def __post_init__(self) -> None:
-        if self.delete_mode not in get_args(DeleteMode):
-            raise ValueError(f"delete_mode must be 'hard' or 'soft', not {self.delete_mode!r}")
-        if not isinstance(self.history, bool):
-            raise ValueError(f"history must be True or False, not {self.history!r}")
-        if self.history and self.delete_mode == "soft":
-            raise ValueError(
-                "history=True keeps every version, and a delete closes the key's current version "
-                "(_cdc_valid_to); it cannot be combined with delete_mode='soft'. Use one or the other"
-            )
-        retention = self.tombstone_retention
-        if retention is not None:
-            if not isinstance(retention, timedelta) or retention <= timedelta(0):
-                raise ValueError(f"tombstone_retention must be a positive timedelta or None, not {retention!r}")
-            if self.delete_mode == "soft":
-                raise ValueError(
-                    "tombstone_retention applies to the tombstone side table of delete_mode='hard' and history=True; "
-                    "with delete_mode='soft' the soft-deleted rows are the tombstones, and they are kept"
-                )
-
-    @property
-    def plain(self) -> bool:
-        """Hard deletes, no history: the table holds the user's columns only."""
-        return self.delete_mode == "hard" and not self.history
-
-    @property
-    def soft(self) -> bool:
-        return self.delete_mode == "soft"
-
-    @property
-    def uses_tombstone_table(self) -> bool:
-        """Whether deleted keys' sequences go to the side table (hard and history modes)."""
-        return not self.soft
-
-    def system_fields(self) -> list[pa.Field]:
-        """The columns this shape adds after the user's columns."""
-        if self.history:
-            return [pa.field(VALID_FROM, TIME_TYPE), pa.field(VALID_TO, TIME_TYPE), pa.field(IS_CURRENT, pa.bool_())]
-        if self.soft:
-            return [pa.field(DELETED_AT, TIME_TYPE)]
-        return []
-
-    def describe(self) -> str:
-        return "history=True" if self.history else f"delete_mode={self.delete_mode!r}"
-
-    def fits(self, names: Sequence[str]) -> bool:
-        """Whether a table with columns ``names`` has exactly this shape's system columns."""
-        return {name for name in names if name in SYSTEM_COLUMNS} == {field.name for field in self.system_fields()}
-
-    def check(self, table: str, names: Sequence[str]) -> None:
-        """Refuse an existing table whose system columns belong to another shape."""
-        if self.fits(names):
-            return
-        present = [name for name in names if name in SYSTEM_COLUMNS]
-        if VALID_FROM in present or IS_CURRENT in present:
-            held = "history=True"
-        elif DELETED_AT in present:
-            held = "delete_mode='soft'"
-        else:
-            held = "delete_mode='hard' without history"
-        wanted = [field.name for field in self.system_fields()]
-        raise TableShapeError(
-            f"table {table} has the columns of {held} ({present or 'none of ' + str(list(SYSTEM_COLUMNS))}), but "
-            f"the destination is set to {self.describe()} (it needs {wanted or 'none of them'}). Set the destination "
-            "as the table was created, or run a full refresh to rebuild the table in the new shape"
-        )
-
-
 def user_fields(schema: pa.Schema) -> list[pa.Field]:
     """A destination table's columns without the system columns the table shape adds."""
     return [field for field in schema if field.name not in SYSTEM_COLUMNS]
-
-
-def tombstone_table_name(table: str) -> str:
-    """The side table of a table's tombstones, beside it: ``schema.orders`` -> ``schema.orders__cdc_tombstones``."""
-    return table + TOMBSTONES_SUFFIX

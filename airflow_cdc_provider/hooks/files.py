@@ -205,24 +205,30 @@ class FileChangeFeedHook(BaseHook, ABC):
             with self.fetch(file) as local_path:
                 if self.bad_files == "quarantine":
                     try:
-                        for _ in self._changes(local_path, origin, primary_key, sequence):
+                        for _ in self._changes(local_path, origin, primary_key, sequence, file.modified):
                             pass
                     except BadChangeFileError as err:
                         pull.quarantined[file.path] = str(err)
                         continue
-                for batch in self._changes(local_path, origin, primary_key, sequence):
+                for batch in self._changes(local_path, origin, primary_key, sequence, file.modified):
                     sequence += batch.num_rows
                     yield batch
             pull.units_done += 1
 
     def _changes(
-        self, local_path: str, origin: str, primary_key: Sequence[str], first_sequence: int
+        self, local_path: str, origin: str, primary_key: Sequence[str], first_sequence: int, modified: datetime
     ) -> Iterator[pa.RecordBatch]:
-        """The file's batches in the change vocabulary, validated; sequence numbers from ``first_sequence``."""
+        """The file's batches in the change vocabulary, validated; sequence numbers from ``first_sequence``, the
+        source time its last-modified time."""
         rows = 0
         for batch in self.file_format.read(local_path, origin):
             yield prepare_batch(
-                batch, origin=origin, first_row=rows, first_sequence=first_sequence + rows, primary_key=primary_key
+                batch,
+                origin=origin,
+                first_row=rows,
+                first_sequence=first_sequence + rows,
+                primary_key=primary_key,
+                change_time=modified,
             )
             rows += batch.num_rows
 

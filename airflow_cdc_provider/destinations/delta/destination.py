@@ -20,13 +20,13 @@ from airflow_cdc_provider.destinations.base import (
     DestinationTransaction,
     ShapedDestination,
     TableOptions,
-    tombstone_table_name,
     user_fields,
 )
 from airflow_cdc_provider.destinations.delta.commit import app_id, checkpoint_of, commit_properties, last_commit
-from airflow_cdc_provider.destinations.delta.plan import DeltaStaging, Plan, net_effect, plain
+from airflow_cdc_provider.destinations.delta.plan import DeltaStaging, Plan, plain, plan_changes
 from airflow_cdc_provider.destinations.delta.tombstones import write_tombstones
 from airflow_cdc_provider.destinations.delta.write import DeltaWriter
+from airflow_cdc_provider.destinations.shape import tombstone_table_name
 from airflow_cdc_provider.destinations.sql.duckdb import DEFAULT_MEMORY_LIMIT, duckdb_config
 from airflow_cdc_provider.destinations.sql.stage import Stage
 from airflow_cdc_provider.exceptions import ConcurrentSyncError
@@ -176,9 +176,11 @@ class DeltaTransaction(DestinationTransaction):
         plan.primary_key, plan.create, plan.sequence_column = list(primary_key), existing is None, sequence_column
         plan.staged = True
         tombstones = None
-        if sequence_column and plan.shape.uses_tombstone_table and not (plan.rebuild or plan.keep_history):
+        if sequence_column and not (plan.rebuild or plan.keep_history):
             tombstones = destination.load(destination.tombstones_uri)
-        return net_effect(self._con, plan, self._table, existing, order_by, tombstones)
+        if existing is not None:
+            plan.missing = plan.shape.missing_fields(existing.names)
+        return plan_changes(self._con, plan, self._table, existing, order_by, tombstones)
 
     def commit(self, checkpoint: Checkpoint) -> None:
         from deltalake.exceptions import CommitFailedError

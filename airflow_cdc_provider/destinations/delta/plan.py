@@ -1,8 +1,9 @@
 """What a run will write to a Delta table, decided on local disk before the one commit.
 
-The changes are staged in a temporary DuckDB database by the merge engine (:class:`.sql.stage.Stage`), reduced
-to their net effect there (:class:`.sql.merge.Merge`), stale changes dropped against the table's own rows and
-its tombstones, and the counts the merge will report predicted from the table's keys alone.
+The changes are staged in a temporary DuckDB database by the merge engine (:class:`.sql.stage.Stage`), stale
+changes dropped against the table's own rows and its tombstones, then reduced there by the engine's own
+statements — the net effect (:class:`.sql.merge.Merge`), or the shaped rows of soft deletes, history and partial
+updates (:class:`.sql.shapes.Shaped`) — and the counts the merge will report predicted against the table.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from typing import TYPE_CHECKING
 import duckdb
 import pyarrow as pa
 
-from airflow_cdc_provider.changes import CHANGE_TYPE, DELETE, DELETED_AT, IS_CURRENT, UPSERT
-from airflow_cdc_provider.destinations.base import ApplyStats, TableShape
+from airflow_cdc_provider.changes import CHANGE_TYPE, DELETE, IS_CURRENT, LOADED_AT, UPSERT
+from airflow_cdc_provider.destinations.base import ApplyStats
+from airflow_cdc_provider.destinations.shape import TableShape
 from airflow_cdc_provider.destinations.sql.duckdb import DuckDBDialect
-from airflow_cdc_provider.destinations.sql.merge import NET, Merge
+from airflow_cdc_provider.destinations.sql.merge import NET, Merge, stale_changes
+from airflow_cdc_provider.destinations.sql.shapes import Shaped
 from airflow_cdc_provider.schema import SchemaChanges
 from airflow_cdc_provider.sql import key_match
 
@@ -56,6 +59,8 @@ class Plan:
     create: bool = False
     changes: SchemaChanges = field(default_factory=SchemaChanges)
     sequence_column: str | None = None
+    missing: list[pa.Field] = field(default_factory=list)  # system columns an earlier release's table lacks
+    tombstone_rows: str = ""  # SQL of the touched keys' tombstones (with a sequence column)
     staged: bool = False  # whether any change was staged (else only the checkpoint moves)
     no_op: bool = False  # the merge would change no row (then it makes no commit: the checkpoint commits alone)
 
@@ -64,7 +69,7 @@ class Plan:
         return f"TIMESTAMPTZ '{self.now.isoformat()}'"
 
 
-def net_effect(
+def plan_changes(
     con: duckdb.DuckDBPyConnection,
     plan: Plan,
     table: DeltaTable | None,
@@ -72,61 +77,80 @@ def net_effect(
     order_by: Sequence[str],
     tombstones: DeltaTable | None = None,
 ) -> ApplyStats:
-    """Reduce the stage to ``_cdc_net``, drop stale changes, and predict the merge's counts.
+    """Drop stale changes, reduce the stage to what the merge writes, and predict the merge's counts.
 
-    :param table: the table as read (``None``: not created yet); ``existing``: its columns.
+    :param table: the table as read (``None``: not created yet); ``existing``: its columns (``None`` when it is
+        rebuilt: it then holds nothing).
     :param tombstones: the tombstone table to compare with, when there is one.
     """
     staging = DeltaStaging(con)
+    held = None if existing is None else table
+    stale = 0
+    seq = plan.sequence_column
+    with contextlib.ExitStack() as registrations:
+        if held is not None:
+            registrations.enter_context(registered(con, TARGET, held))
+        if tombstones is not None and seq in pa.schema(tombstones.schema()).names:
+            registrations.enter_context(registered(con, TOMBSTONES, tombstones))
+        else:
+            tombstones = None
+        if seq:  # with hard deletes a stale change is dropped; else it is placed in the past
+            sequences = []
+            if held is not None and existing is not None and seq in existing.names:
+                sequences.append((TARGET, f"target.{IS_CURRENT}" if plan.shape.history else "true"))
+            if tombstones is not None:
+                sequences.append((TOMBSTONES, "true"))
+            if sequences:
+                hard = not (plan.shape.soft or plan.shape.history)
+                stale = stale_changes(staging, sequences, plan.primary_key, seq, drop=hard)
+        if plan.shape.plain:
+            stats = _net_effect(staging, plan, None if plan.keep_history else held, order_by)
+        else:
+            shaped = Shaped(
+                staging,
+                plan.shape,
+                plan.primary_key,
+                plan.columns.names,
+                order_by,
+                seq,
+                target=TARGET if held is not None else None,
+                target_columns=[] if existing is None else existing.names,
+                tombstones=TOMBSTONES if tombstones is not None else None,
+                tombstones_loaded=tombstones is not None and LOADED_AT in pa.schema(tombstones.schema()).names,
+                now=plan.time(),
+                held_history="all" if seq else "none" if plan.keep_history else "current",
+                before_current=not plan.keep_history,  # a full refresh closes every version it does not read
+            )
+            shaped.build()
+            stats = shaped.counts()
+            plan.tombstone_rows = shaped.tombstone_rows() if seq else ""
+    return ApplyStats(stats.rows_inserted, stats.rows_updated, stats.rows_deleted, rows_skipped_stale=stale)
+
+
+def _net_effect(staging: DuckDBDialect, plan: Plan, held: DeltaTable | None, order_by: Sequence[str]) -> ApplyStats:
+    """Hard deletes: the net effect in ``_cdc_net``, counted against the table's keys (``held`` registered)."""
     merge = Merge(staging, NET, plan.shape, plan.primary_key, plan.columns.names, plan.sequence_column)
     merge.net_effect(order_by)
-    # After a full refresh of a history table no version is current (they close in this commit): all is new.
-    fresh = existing is None or table is None or plan.keep_history
-    stale = 0
-    if plan.sequence_column:
-        stale = _drop_stale(con, merge, plan, None if fresh else table, existing, tombstones)
-    if fresh:
+    plan.tombstone_rows = merge.tombstone_rows() if plan.sequence_column else ""
+    if held is None:
         upserts = staging.rows(f"SELECT count(*) FROM {NET} WHERE {CHANGE_TYPE} = '{UPSERT}'")[0][0]
-        return ApplyStats(rows_inserted=upserts, rows_skipped_stale=stale)
-    assert table is not None
-    # The target's keys only (the dataset scan reads just those columns): which net changes hit a live row
-    # (in soft mode, one not deleted; in history, the current version).
-    live = IS_CURRENT if plan.shape.history else f"{DELETED_AT} IS NULL" if plan.shape.soft else ""
+        return ApplyStats(rows_inserted=upserts)
+    # The target's keys only (the dataset scan reads just those columns): which net changes hit a row.
     keys = ", ".join(staging.quote(key) for key in plan.primary_key)
-    with registered(con, TARGET, table):
-        inserted, updated, deleted = staging.rows(
-            f"SELECT count(*) FILTER (WHERE n.{CHANGE_TYPE} = '{UPSERT}' AND t._cdc_hit IS NULL), "
-            f"count(*) FILTER (WHERE n.{CHANGE_TYPE} = '{UPSERT}' AND t._cdc_hit), "
-            f"count(*) FILTER (WHERE n.{CHANGE_TYPE} = '{DELETE}' AND t._cdc_hit) FROM {NET} AS n "
-            f"LEFT JOIN (SELECT DISTINCT {keys}, true AS _cdc_hit FROM {TARGET}"
-            f"{f' WHERE {live}' if live else ''}) AS t ON {key_match('n', 't', plan.primary_key)}"
-        )[0]
-    # A merge that changes no row makes no commit: then the checkpoint commits on its own. Soft deletes and
-    # sequences also change rows the counts leave out (a deleted row's newer sequence): any net change merges.
+    inserted, updated, deleted = staging.rows(
+        f"SELECT count(*) FILTER (WHERE n.{CHANGE_TYPE} = '{UPSERT}' AND t._cdc_hit IS NULL), "
+        f"count(*) FILTER (WHERE n.{CHANGE_TYPE} = '{UPSERT}' AND t._cdc_hit), "
+        f"count(*) FILTER (WHERE n.{CHANGE_TYPE} = '{DELETE}' AND t._cdc_hit) FROM {NET} AS n "
+        f"LEFT JOIN (SELECT DISTINCT {keys}, true AS _cdc_hit FROM {TARGET}) AS t "
+        f"ON {key_match('n', 't', plan.primary_key)}"
+    )[0]
+    # A merge that changes no row makes no commit: then the checkpoint commits on its own. With a sequence, a
+    # deleted key's newer sequence changes its tombstone only: any net change merges.
     changed = inserted or updated or deleted
-    if not changed and not (plan.shape.plain and plan.sequence_column is None):
+    if not changed and plan.sequence_column is not None:
         changed = staging.rows(f"SELECT count(*) FROM {NET}")[0][0]
-    plan.no_op = not changed and not plan.keep_history
-    return ApplyStats(rows_inserted=inserted, rows_updated=updated, rows_deleted=deleted, rows_skipped_stale=stale)
-
-
-def _drop_stale(
-    con: duckdb.DuckDBPyConnection,
-    merge: Merge,
-    plan: Plan,
-    table: DeltaTable | None,
-    existing: pa.Schema | None,
-    tombstones: DeltaTable | None,
-) -> int:
-    """Remove net changes older than the sequence the table (or a tombstone) holds for their key."""
-    stale = 0
-    if table is not None and existing is not None and plan.sequence_column in existing.names:
-        with registered(con, TARGET, table):
-            stale += merge.drop_stale(TARGET, current_only=plan.shape.history)
-    if tombstones is not None and plan.sequence_column in pa.schema(tombstones.schema()).names:
-        with registered(con, TOMBSTONES, tombstones):
-            stale += merge.drop_stale(TOMBSTONES)
-    return stale
+    plan.no_op = not changed
+    return ApplyStats(rows_inserted=inserted, rows_updated=updated, rows_deleted=deleted)
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """The run's one Delta commit, per table shape: a new or rebuilt table is written whole; a widened one is
 rewritten in the same commit (Delta cannot change a column's type in place); otherwise one ``MERGE`` applies the
-net effect — hard deletes, soft deletes, or history (closing and opening versions) as clauses of that merge.
+planned rows — the net effect (hard deletes), the touched keys' rows (soft deletes, partial updates), or their
+versions (history) — as clauses of that merge.
 """
 
 from __future__ import annotations
@@ -12,25 +13,26 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 
-from airflow_cdc_provider.changes import CHANGE_TYPE, DELETE, DELETED_AT, IS_CURRENT, UPSERT, VALID_FROM, VALID_TO
+from airflow_cdc_provider.changes import CHANGE_TYPE, DELETE, DELETED_AT, IS_CURRENT, UPSERT, VALID_TO
 from airflow_cdc_provider.destinations.delta.commit import commit_checkpoint
 from airflow_cdc_provider.destinations.delta.plan import TARGET, Plan, registered
 from airflow_cdc_provider.destinations.sql.duckdb import DuckDBDialect
 from airflow_cdc_provider.destinations.sql.merge import NET
+from airflow_cdc_provider.destinations.sql.shapes import FINAL, KIND, VERSIONS
+from airflow_cdc_provider.destinations.sql.stage import STAGE
 from airflow_cdc_provider.sql import column_list, key_match, quote_identifier
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
 
-_CLOSE = "_cdc_close"
-_TIME = "_cdc_time"
+_DROP = "_cdc_drop"  # a history merge's source row that deletes the versions it matches
 
 
 @dataclass
 class DeltaWriter:
     """Writes a :class:`~.plan.Plan` staged in ``con`` to the table at ``table_uri`` (``table``: as read).
 
-    :param con: the staging connection holding ``_cdc_net``.
+    :param con: the staging connection holding the planned rows.
     :param table_uri: where the table is (or will be created).
     :param options: the object store's storage options.
     :param table: the table as the run read it; ``None`` if it does not exist yet.
@@ -56,15 +58,14 @@ class DeltaWriter:
                 write_deltalake(table, empty, mode="overwrite", commit_properties=properties)
             elif plan.keep_history:  # a full refresh that read nothing: every current version closes
                 version = table.version()
-                closed = {VALID_TO: f"'{plan.now.isoformat()}'", IS_CURRENT: "false"}
-                table.update(closed, predicate=IS_CURRENT, commit_properties=properties)
+                table.update(self._closed(), predicate=IS_CURRENT, commit_properties=properties)
                 if table.version() == version:
                     commit_checkpoint(table, properties)
             else:
                 commit_checkpoint(table, properties)
             return
         if plan.create or plan.rebuild:
-            reader = self.con.sql(self._new_rows(target=False)).to_arrow_reader()
+            reader = self.con.sql(self._rows()).to_arrow_reader()
             if table is None:
                 write_deltalake(
                     self.table_uri, reader, mode="overwrite", storage_options=self.options, commit_properties=properties
@@ -74,164 +75,114 @@ class DeltaWriter:
             return
         assert table is not None
         if plan.changes.widened:
-            # Delta cannot change a column's type in place: rewrite the table, widened, in this one commit.
-            with registered(self.con, TARGET, table):
-                upserts = self._new_rows(target=True)
-                widened = {field.name: field.type for field in plan.changes.widened}
-                casts = self.con.sql(f"SELECT * FROM ({upserts}) LIMIT 0").to_arrow_table().schema
-                types = DuckDBDialect(self.con).column_types(pa.schema([casts.field(name) for name in widened]))
-                columns = ", ".join(
-                    f"CAST({quote_identifier(name)} AS {types[name]}) AS {quote_identifier(name)}"
-                    if name in widened
-                    else quote_identifier(name)
-                    for name in pa.schema(table.schema()).names
-                )
-                kept = self._kept_rows()
-                reader = self.con.sql(f"SELECT {columns} FROM ({kept}) UNION ALL BY NAME {upserts}").to_arrow_reader()
-                write_deltalake(table, reader, mode="overwrite", schema_mode="overwrite", commit_properties=properties)
+            self._rewrite(table, properties)
             return
         version = table.version()
         if plan.shape.history:
             self._merge_history(table, properties)
-        elif plan.shape.soft:
-            self._merge_soft(table, properties)
+        elif plan.shape.plain:
+            self._merge_rows(table, f"SELECT {column_list(plan.columns.names)}, {CHANGE_TYPE} FROM {NET}", properties)
         else:
-            names = column_list(plan.columns.names)
-            source = self.con.sql(f"SELECT {names}, {CHANGE_TYPE} FROM {NET}").to_arrow_reader()
-            updates = {delta_name(name): f"s.{delta_name(name)}" for name in plan.columns.names}
-            is_type = f"s.{CHANGE_TYPE} = "
-            (
-                self._merge_into(table, source, properties)
-                .when_matched_delete(is_type + f"'{DELETE}'")
-                .when_matched_update(updates, is_type + f"'{UPSERT}'")
-                .when_not_matched_insert(updates, is_type + f"'{UPSERT}'")
-                .execute()
-            )
+            self._merge_rows(table, f"{self._rows(kinds=True)}", properties)
         if table.version() == version:  # the merge changed no row, so made no commit: the checkpoint alone
             commit_checkpoint(table, properties)
 
-    def _merge_soft(self, table: DeltaTable, properties: Any) -> None:
-        """Upserts replace the row and clear ``_cdc_deleted_at``; deletes set it (first deletion time kept)."""
-        plan = self.plan
-        # A delete's row carries only its key and sequence: with merge_schema, delta-rs fills a new column of a
-        # matched row from the source row, and a soft-deleted row keeps its last image.
-        kept = {*plan.primary_key, plan.sequence_column}
-        names = ", ".join(
-            quote_identifier(name)
-            if name in kept
-            else f"CASE WHEN {CHANGE_TYPE} = '{UPSERT}' THEN {quote_identifier(name)} END AS {quote_identifier(name)}"
-            for name in plan.columns.names
-        )
-        source = self.con.sql(
-            f"SELECT {names}, {CHANGE_TYPE}, CASE WHEN {CHANGE_TYPE} = '{DELETE}' THEN {plan.time()} END "
-            f"AS {DELETED_AT} FROM {NET}"
-        ).to_arrow_reader()
-        upsert = {delta_name(name): f"s.{delta_name(name)}" for name in plan.columns.names}
-        upsert[DELETED_AT] = f"s.{DELETED_AT}"
-        delete = {DELETED_AT: f"coalesce(t.{DELETED_AT}, s.{DELETED_AT})"}
-        is_delete, is_upsert = f"s.{CHANGE_TYPE} = '{DELETE}'", f"s.{CHANGE_TYPE} = '{UPSERT}'"
-        if plan.sequence_column:  # the soft-deleted row is the tombstone: it takes the delete's sequence
-            delete[delta_name(plan.sequence_column)] = f"s.{delta_name(plan.sequence_column)}"
-        else:
-            is_delete += f" AND t.{DELETED_AT} IS NULL"
-        merger = (
-            self._merge_into(table, source, properties)
-            .when_matched_update(upsert, is_upsert)
-            .when_matched_update(delete, is_delete)
-            .when_not_matched_insert(upsert, is_upsert)
-        )
-        if plan.sequence_column:  # a key deleted before the table held it: its key and sequence, deleted
-            held = (*plan.primary_key, plan.sequence_column, DELETED_AT)
-            placeholder = {delta_name(name): f"s.{delta_name(name)}" for name in held}
-            merger = merger.when_not_matched_insert(placeholder, f"s.{CHANGE_TYPE} = '{DELETE}'")
-        merger.execute()
-
-    def _merge_history(self, table: DeltaTable, properties: Any) -> None:
-        """Close the current version of every changed key (all of them on a full refresh) and open the new ones.
-
-        The source holds each net change twice: a closing row that matches the key's current version, and, for
-        an upsert, an opening row that matches nothing and is inserted.
-        """
-        plan = self.plan
-        # With merge_schema, delta-rs 1.6 fails to resolve a target column the source lacks ("No field named
-        # _cdc_valid_to"), and fills a new column of a matched row from the source row: so the source carries the
-        # history columns (empty), and the closing rows carry nothing but the key.
-        columns = column_list(plan.columns.names)
-        empty = (
-            f"CAST(NULL AS TIMESTAMPTZ) AS {VALID_FROM}, CAST(NULL AS TIMESTAMPTZ) AS {VALID_TO}, "
-            f"CAST(NULL AS BOOLEAN) AS {IS_CURRENT}"
-        )
-        key_only = ", ".join(
-            quote_identifier(name) if name in plan.primary_key else f"NULL AS {quote_identifier(name)}"
-            for name in plan.columns.names
-        )
-        source = self.con.sql(
-            f"SELECT {key_only}, {CHANGE_TYPE}, true AS {_CLOSE}, {plan.time()} AS {_TIME}, {empty} FROM {NET} "
-            f"UNION ALL SELECT {columns}, {CHANGE_TYPE}, false, {plan.time()}, {empty} FROM {NET} "
-            f"WHERE {CHANGE_TYPE} = '{UPSERT}' ORDER BY {column_list(plan.primary_key)}"
-        ).to_arrow_reader()
-        opened = {delta_name(name): f"s.{delta_name(name)}" for name in plan.columns.names}
-        opened.update({VALID_FROM: f"s.{_TIME}", IS_CURRENT: "true"})
-        merger = (
-            self._merge_into(table, source, properties, on=f"s.{_CLOSE} AND t.{IS_CURRENT} AND ")
-            .when_matched_update({VALID_TO: f"s.{_TIME}", IS_CURRENT: "false"})
-            .when_not_matched_insert(opened, f"NOT s.{_CLOSE}")
-        )
-        if plan.keep_history:
-            closed = {VALID_TO: f"'{plan.now.isoformat()}'", IS_CURRENT: "false"}
-            merger = merger.when_not_matched_by_source_update(closed, f"t.{IS_CURRENT}")
-        merger.execute()
-
-    def _new_rows(self, *, target: bool) -> str:
-        """SQL for the rows a rewrite adds: upserts (with the shape's columns) and, in soft mode with a sequence,
-        deleted keys the table does not hold (``target``: the table is registered as ``_TARGET``)."""
+    def _rows(self, *, kinds: bool = False) -> str:
+        """SQL for the rows the run writes (``kinds``: every planned row, with its change type, for a merge)."""
         plan = self.plan
         names = column_list(plan.columns.names)
-        upserts = f"SELECT {names}{{extra}} FROM {NET} WHERE {CHANGE_TYPE} = '{UPSERT}'"
         if plan.shape.history:
-            return upserts.format(
-                extra=f", {plan.time()} AS {VALID_FROM}, CAST(NULL AS TIMESTAMPTZ) AS {VALID_TO}, true AS {IS_CURRENT}"
+            return f"SELECT * EXCLUDE (_cdc_fresh) FROM {VERSIONS}"
+        if plan.shape.plain:
+            return f"SELECT {names} FROM {NET} WHERE {CHANGE_TYPE} = '{UPSERT}'"
+        system = f", {DELETED_AT}" if plan.shape.soft else ""
+        if kinds and not plan.shape.soft:
+            return f"SELECT {names}, {KIND} AS {CHANGE_TYPE} FROM {FINAL}"
+        # A soft-deleted key keeps its row; with hard deletes a key whose last change is a delete has none.
+        return f"SELECT {names}{system} FROM {FINAL}" + ("" if plan.shape.soft else f" WHERE {KIND} = '{UPSERT}'")
+
+    def _merge_rows(self, table: DeltaTable, rows: str, properties: Any) -> None:
+        """One row per changed key: soft deletes replace the key's row; hard deletes delete or upsert it."""
+        plan = self.plan
+        source = self.con.sql(rows).to_arrow_reader()
+        names = [*plan.columns.names, *([DELETED_AT] if plan.shape.soft else [])]
+        updates = {delta_name(name): f"s.{delta_name(name)}" for name in names}
+        merger = self._merge_into(table, source, properties)
+        if plan.shape.soft:  # a soft-deleted key is a row too
+            merger.when_matched_update(updates).when_not_matched_insert(updates).execute()
+            return
+        is_type = f"s.{CHANGE_TYPE} = "
+        (
+            merger.when_matched_delete(is_type + f"'{DELETE}'")
+            .when_matched_update(updates, is_type + f"'{UPSERT}'")
+            .when_not_matched_insert(updates, is_type + f"'{UPSERT}'")
+            .execute()
+        )
+
+    def _merge_history(self, table: DeltaTable, properties: Any) -> None:
+        """The touched keys' versions replace the ones they were computed from, in one merge: a marker row per key
+        matches (and deletes) those versions, and every planned version is inserted."""
+        plan = self.plan
+        keys = column_list(plan.primary_key)
+        versions = f"SELECT *, false AS {_DROP} FROM ({self._rows()})"
+        if plan.sequence_column or not plan.keep_history:  # else a full refresh keeps (and closes) every version
+            versions = f"SELECT DISTINCT {keys}, true AS {_DROP} FROM {STAGE} UNION ALL BY NAME {versions}"
+        schema = self.con.sql(self._rows()).limit(0).to_arrow_table().schema
+        inserted = {delta_name(name): f"s.{delta_name(name)}" for name in schema.names}
+        source = self.con.sql(f"{versions} ORDER BY {keys}").to_arrow_reader()
+        on = f"s.{_DROP} AND " + ("" if plan.sequence_column else f"t.{IS_CURRENT} AND ")
+        merger = self._merge_into(table, source, properties, on=on).when_matched_delete()
+        merger = merger.when_not_matched_insert(inserted, f"NOT s.{_DROP}")
+        if plan.keep_history:  # a full refresh: the versions it did not read are closed
+            merger = merger.when_not_matched_by_source_update(self._closed(), f"t.{IS_CURRENT}")
+        merger.execute()
+
+    def _rewrite(self, table: DeltaTable, properties: Any) -> None:
+        """Delta cannot change a column's type in place: rewrite the table, widened, in this one commit."""
+        from deltalake import write_deltalake
+
+        plan = self.plan
+        with registered(self.con, TARGET, table):
+            rows = self._rows()
+            widened = {field.name: field.type for field in plan.changes.widened}
+            casts = self.con.sql(f"SELECT * FROM ({rows}) LIMIT 0").to_arrow_table().schema
+            types = DuckDBDialect(self.con).column_types(pa.schema([casts.field(name) for name in widened]))
+            columns = ", ".join(
+                f"CAST({quote_identifier(name)} AS {types[name]}) AS {quote_identifier(name)}"
+                if name in widened
+                else quote_identifier(name)
+                for name in pa.schema(table.schema()).names
             )
-        if not plan.shape.soft:
-            return upserts.format(extra="")
-        rows = upserts.format(extra=f", CAST(NULL AS TIMESTAMPTZ) AS {DELETED_AT}")
-        if plan.sequence_column:
-            held = (
-                f" AND NOT EXISTS (SELECT 1 FROM {TARGET} AS t WHERE {key_match('n', 't', plan.primary_key)})"
-                if target
-                else ""
-            )
-            keys = column_list([*plan.primary_key, plan.sequence_column])
-            rows += (
-                f" UNION ALL BY NAME SELECT {keys}, {plan.time()} AS {DELETED_AT} FROM {NET} AS n "
-                f"WHERE {CHANGE_TYPE} = '{DELETE}'{held}"
-            )
-        return rows
+            kept = self._kept_rows()
+            reader = self.con.sql(f"SELECT {columns} FROM ({kept}) UNION ALL BY NAME {rows}").to_arrow_reader()
+            write_deltalake(table, reader, mode="overwrite", schema_mode="overwrite", commit_properties=properties)
 
     def _kept_rows(self) -> str:
-        """SQL for the table's rows after the merge, in a rewrite, except the rows :meth:`_new_rows` adds."""
+        """SQL for the table's rows that a rewrite keeps as they are (the table registered as ``_cdc_target``)."""
         plan = self.plan
-        match = key_match("n", "t", plan.primary_key)
-        if plan.shape.history:
-            touched = f"(SELECT DISTINCT {column_list(plan.primary_key)}, true AS _cdc_hit FROM {NET})"
-            hit = "true" if plan.keep_history else "n._cdc_hit"
-            return (
-                f"SELECT t.* REPLACE (CASE WHEN t.{IS_CURRENT} AND {hit} THEN {plan.time()} ELSE t.{VALID_TO} END "
-                f"AS {VALID_TO}, CASE WHEN {hit} THEN false ELSE t.{IS_CURRENT} END AS {IS_CURRENT}) "
-                f"FROM {TARGET} AS t LEFT JOIN {touched} AS n ON {match}"
-            )
-        if plan.shape.soft:
-            deleting = f"n.{CHANGE_TYPE} = '{DELETE}'"
-            deleted_at = f"coalesce(t.{DELETED_AT}, {plan.time()})"
-            replaced = [f"CASE WHEN {deleting} THEN {deleted_at} ELSE t.{DELETED_AT} END AS {DELETED_AT}"]
-            if plan.sequence_column:
-                seq = quote_identifier(plan.sequence_column)
-                replaced.append(f"CASE WHEN {deleting} THEN n.{seq} ELSE t.{seq} END AS {seq}")
-            return (
-                f"SELECT t.* REPLACE ({', '.join(replaced)}) FROM {TARGET} AS t LEFT JOIN {NET} AS n ON {match} "
-                f"WHERE n.{CHANGE_TYPE} IS NULL OR {deleting}"
-            )
-        return f"SELECT * FROM {TARGET} AS t WHERE NOT EXISTS (SELECT 1 FROM {NET} AS n WHERE {match})"
+        touched = (
+            f"EXISTS (SELECT 1 FROM {NET if plan.shape.plain else STAGE} AS n "
+            f"WHERE {key_match('n', 't', plan.primary_key)})"
+        )
+        if not plan.shape.history:
+            return f"SELECT * FROM {TARGET} AS t WHERE NOT {touched}"
+        if plan.sequence_column:  # every version of a touched key was planned again
+            kept = f"SELECT * FROM {TARGET} AS t WHERE NOT {touched}"
+        elif plan.keep_history:  # a full refresh keeps every version
+            kept = f"SELECT * FROM {TARGET} AS t"
+        else:  # the current version of a touched key was planned again
+            kept = f"SELECT * FROM {TARGET} AS t WHERE NOT ({touched} AND t.{IS_CURRENT})"
+        if not plan.keep_history:
+            return kept
+        valid_to, current = self._closed()[VALID_TO], f"t.{IS_CURRENT}"
+        return (
+            f"SELECT t.* REPLACE (CASE WHEN {current} THEN TIMESTAMPTZ {valid_to} ELSE t.{VALID_TO} END AS {VALID_TO}, "
+            f"false AS {IS_CURRENT}) FROM ({kept}) AS t"
+        )
+
+    def _closed(self) -> dict[str, str]:
+        """A version closed by a full refresh, at the refresh's time."""
+        return {VALID_TO: f"'{self.plan.now.isoformat()}'", IS_CURRENT: "false"}
 
     def _merge_into(self, table: DeltaTable, source: Any, properties: Any, on: str = "") -> Any:
         """A merge builder of the run's changes (alias ``s``) into the table (alias ``t``) on ``on`` and the key."""
@@ -240,7 +191,7 @@ class DeltaWriter:
             on + delta_match(self.plan.primary_key),
             source_alias="s",
             target_alias="t",
-            merge_schema=bool(self.plan.changes.added),
+            merge_schema=bool(self.plan.changes.added or self.plan.missing),
             commit_properties=properties,
         )
 

@@ -18,22 +18,32 @@ from typing import Any
 
 import pyarrow as pa
 
-from airflow_cdc_provider.changes import IS_CURRENT, RESERVED_COLUMNS, VALID_FROM, VALID_TO
+from airflow_cdc_provider.changes import (
+    DELETED_AT,
+    IS_CURRENT,
+    LOADED_AT,
+    RESERVED_COLUMNS,
+    UPSERT,
+    VALID_FROM,
+    VALID_TO,
+)
 from airflow_cdc_provider.destinations.base import (
     ApplyStats,
     Checkpoint,
     DestinationTransaction,
     ShapedDestination,
-    tombstone_table_name,
     user_fields,
 )
+from airflow_cdc_provider.destinations.shape import tombstone_table_name
 from airflow_cdc_provider.destinations.sql.checkpoints import STREAM_ID, CheckpointTable, write_params
 from airflow_cdc_provider.destinations.sql.dialect import BoundDialect
-from airflow_cdc_provider.destinations.sql.merge import Merge
-from airflow_cdc_provider.destinations.sql.stage import Stage
+from airflow_cdc_provider.destinations.sql.merge import Merge, Tombstones, stale_changes
+from airflow_cdc_provider.destinations.sql.shapes import FINAL, KIND, VERSIONS, Shaped
+from airflow_cdc_provider.destinations.sql.stage import STAGE, Stage
 from airflow_cdc_provider.destinations.sql.tables import create_table, evolve
 from airflow_cdc_provider.exceptions import ConcurrentSyncError, SchemaChangeError
 from airflow_cdc_provider.schema import reconcile
+from airflow_cdc_provider.sql import key_match
 
 
 class SqlDestination(ShapedDestination):
@@ -130,24 +140,68 @@ class SqlTransaction(DestinationTransaction):
     ) -> ApplyStats:
         if self._stage.schema is None:
             return ApplyStats()
+        d, shape = self.dialect, self._shape
         columns = pa.schema([field for field in self._stage.schema if field.name not in RESERVED_COLUMNS])
-        if sequence_column and self._shape.uses_tombstone_table:
-            self.dialect.check_name(tombstone_table_name(self._name).rpartition(".")[2], f"table {self._name}")
+        tombstones = Tombstones(d, self._name, primary_key, sequence_column) if sequence_column else None
+        if tombstones is not None:
+            d.check_name(tombstones.name.rpartition(".")[2], f"table {self._name}")
         self._prepare_table(columns, primary_key)
-        merge = Merge(self.dialect, self._name, self._shape, primary_key, columns.names, sequence_column)
-        merge.net_effect(order_by)
         stale = 0
-        if sequence_column:
-            stale = merge.drop_stale(merge.target, current_only=self._shape.history)
-            tombstones = tombstone_table_name(self._name)
-            if self._shape.uses_tombstone_table and self.dialect.table_schema(tombstones) is not None:
-                stale += merge.drop_stale(self.dialect.table(tombstones))
-        stats = merge.apply()
-        if sequence_column and self._shape.uses_tombstone_table:
-            table = self.dialect.table_schema(self._name)
-            assert table is not None
-            merge.keep_tombstones(table, self._destination.tombstone_retention, self._destination.allow_string)
+        if tombstones is not None:
+            table = d.table_schema(self._name)
+            assert table is not None and sequence_column is not None
+            tombstones.prepare(table, allow_string=self._destination.allow_string)
+            # With hard deletes a stale change is dropped; else it is placed in the past. A history table holds
+            # past versions too: what counts there is the current one.
+            held = [(self._quoted, f"target.{IS_CURRENT}" if shape.history else "true"), (tombstones.quoted, "true")]
+            stale = stale_changes(d, held, primary_key, sequence_column, drop=not (shape.soft or shape.history))
+        if shape.plain:
+            merge = Merge(d, self._name, shape, primary_key, columns.names, sequence_column)
+            merge.net_effect(order_by)
+            stats = merge.apply()
+            tombstone_rows = merge.tombstone_rows() if sequence_column else ""
+        else:
+            shaped = Shaped(
+                d,
+                shape,
+                primary_key,
+                columns.names,
+                order_by,
+                sequence_column,
+                target=self._quoted,
+                target_columns=columns.names,
+                tombstones=tombstones.quoted if tombstones is not None else None,
+                now=d.now,
+                held_history="all" if sequence_column else "current",
+            )
+            shaped.build()
+            stats = shaped.counts()
+            self._write_shaped(columns.names, primary_key, sequence_column)
+            tombstone_rows = shaped.tombstone_rows() if sequence_column else ""
+        if tombstones is not None:
+            tombstones.replace(tombstone_rows)
+            if shape.tombstone_retention is not None:
+                tombstones.purge(shape.tombstone_retention)
         return ApplyStats(stats.rows_inserted, stats.rows_updated, stats.rows_deleted, rows_skipped_stale=stale)
+
+    def _write_shaped(self, columns: Sequence[str], primary_key: Sequence[str], sequence_column: str | None) -> None:
+        """Replace the touched keys' rows by :mod:`.shapes`' (every version, with history)."""
+        d = self.dialect
+        names = [d.quote(name) for name in columns]
+        if self._shape.history:
+            current = "" if sequence_column else f" AND target.{IS_CURRENT}"  # without one, changes come after all
+            d.execute(
+                f"DELETE FROM {self._quoted} AS target WHERE EXISTS (SELECT 1 FROM {STAGE} AS s "
+                f"WHERE {key_match('s', 'target', primary_key)}){current}"
+            )
+            names += [VALID_FROM, VALID_TO, IS_CURRENT, LOADED_AT]
+            d.execute(f"INSERT INTO {self._quoted} ({', '.join(names)}) SELECT {', '.join(names)} FROM {VERSIONS}")
+            return
+        d.execute(f"DELETE FROM {self._quoted} AS target USING {FINAL} WHERE {key_match('target', FINAL, primary_key)}")
+        rows = "" if self._shape.soft else f" WHERE {KIND} = '{UPSERT}'"
+        if self._shape.soft:
+            names.append(DELETED_AT)
+        d.execute(f"INSERT INTO {self._quoted} ({', '.join(names)}) SELECT {', '.join(names)} FROM {FINAL}{rows}")
 
     def commit(self, checkpoint: Checkpoint) -> None:
         try:
@@ -171,14 +225,16 @@ class SqlTransaction(DestinationTransaction):
             existing = None
         if existing is None:
             keys = ", ".join(d.quote(key) for key in primary_key)
-            constraint = ""
-            if d.primary_keys:  # with history: one version per key and run, at most one current per key
-                constraint = f"PRIMARY KEY ({keys}, {VALID_FROM})" if self._shape.history else f"PRIMARY KEY ({keys})"
+            history = self._shape.history
+            constraint = f"PRIMARY KEY ({keys})" if d.primary_keys and not history else ""
             create_table(d, name, pa.schema([*columns, *self._shape.system_fields()]), constraints=constraint)
-            if d.primary_keys and self._shape.history:
+            if d.primary_keys and history:  # at most one current version per key; versions found by key and time
                 d.execute(f"CREATE UNIQUE INDEX ON {self._quoted} ({keys}) WHERE {IS_CURRENT}")
+                d.execute(f"CREATE INDEX ON {self._quoted} ({keys}, {VALID_FROM})")
             return
         self._shape.check(name, existing.names)
+        for field in self._shape.missing_fields(existing.names):  # a table of an earlier release
+            d.execute(f"ALTER TABLE {self._quoted} ADD COLUMN {field.name} {d.column_type(field)}")
         options = self._destination
         evolve(
             d,

@@ -1,8 +1,9 @@
 """The statements that apply the staged changes to a table, each written once for every SQL engine.
 
-In order: the net effect of the stage (the last change per key), the stale filter (with a ``sequence_column``,
-net changes older than what the table or a tombstone holds are dropped), then the table's shape — hard deletes,
-soft deletes or history — and the tombstones of deleted keys. Every time written is the transaction's (``now()``).
+The stale filter (with a ``sequence_column``, changes older than what the table or a tombstone holds are
+dropped), the net effect of the stage (the last change per key) and its hard-delete merge, the tombstones of
+deleted keys, and the warehouses' one-statement ``MERGE``. Soft deletes, history and partial updates are
+:mod:`.shapes`'.
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ from datetime import timedelta
 import pyarrow as pa
 
 from airflow_cdc_provider.changes import (
+    CHANGE_TIME,
     CHANGE_TYPE,
     DELETE,
     DELETED_AT,
-    IS_CURRENT,
+    LOADED_AT,
+    TIME_TYPE,
     UPSERT,
-    VALID_FROM,
-    VALID_TO,
     net_effect_query,
 )
-from airflow_cdc_provider.destinations.base import TIME_TYPE, ApplyStats, TableShape, tombstone_table_name
+from airflow_cdc_provider.destinations.base import ApplyStats
+from airflow_cdc_provider.destinations.shape import TableShape, tombstone_table_name
 from airflow_cdc_provider.destinations.sql.dialect import BoundDialect, Dialect
 from airflow_cdc_provider.destinations.sql.stage import STAGE
 from airflow_cdc_provider.destinations.sql.tables import create_table, evolve
@@ -70,7 +72,8 @@ class Merge:
         """Keep the last change per key in ``_cdc_net``: narrow rows and a row id where the engine has one."""
         d = self.dialect
         if d.row_id:  # rank narrow rows; the full rows are read once, by id, when they are inserted
-            narrow = ", ".join(d.quote(name) for name in dict.fromkeys([*self.primary_key, *order_by, CHANGE_TYPE]))
+            ranked = [*self.primary_key, *order_by, CHANGE_TYPE, CHANGE_TIME]
+            narrow = ", ".join(d.quote(name) for name in dict.fromkeys(ranked))
             source = f"(SELECT {narrow}, {d.row_id} AS {_ROW} FROM {STAGE})"
         else:
             source = STAGE
@@ -85,66 +88,13 @@ class Merge:
             return f"SELECT {select} FROM {STAGE} WHERE {self.dialect.row_id} IN ({upserts})"
         return f"SELECT {select} FROM {NET} WHERE {is_kind(NET, UPSERT)}"
 
-    def drop_stale(self, relation: str, *, current_only: bool = False) -> int:
-        """Drop net changes older than the sequence ``relation`` (a table, or a query in parentheses) holds for
-        their key; return how many. ``current_only``: compare with the key's current version only (history)."""
-        assert self.seq is not None
-        current = f" AND target.{IS_CURRENT}" if current_only else ""
-        return self.dialect.execute(
-            f"DELETE FROM {NET} USING {relation} AS target WHERE {self.match} AND target.{self.seq} > {NET}.{self.seq}"
-            f"{current}"
-        )
-
-    # -- the table's shape -------------------------------------------------------------------------
-
     def apply(self) -> ApplyStats:
-        if self.shape.history:
-            return self._history()
-        if self.shape.soft:
-            return self._soft()
+        """Hard deletes: delete the keys whose last change is a delete, upsert the others."""
         deleted = self.dialect.execute(f"DELETE FROM {self.target} AS target USING {NET} WHERE {self._matched(DELETE)}")
         inserted, updated = self._upsert()
         return ApplyStats(rows_inserted=inserted, rows_updated=updated, rows_deleted=deleted)
 
-    def _soft(self) -> ApplyStats:
-        """A delete marks the row (the first deletion time kept); an upsert replaces it and clears the mark."""
-        d, seq = self.dialect, self.seq
-        deleting = f"FROM {NET} WHERE {self._matched(DELETE)} AND target.{DELETED_AT} IS"
-        if seq:  # an already deleted key's row (its tombstone) takes the newer delete's sequence
-            d.execute(f"UPDATE {self.target} AS target SET {seq} = {NET}.{seq} {deleting} NOT NULL")
-        with_seq = f", {seq} = {NET}.{seq}" if seq else ""
-        deleted = d.execute(f"UPDATE {self.target} AS target SET {DELETED_AT} = {d.now}{with_seq} {deleting} NULL")
-        if seq:  # a key deleted before the table held it: a row holding only its key and sequence
-            keys = ", ".join(d.quote(key) for key in self.primary_key)
-            held = f"SELECT 1 FROM {self.target} AS target WHERE {self.match}"
-            d.execute(
-                f"INSERT INTO {self.target} ({keys}, {seq}, {DELETED_AT}) SELECT {keys}, {seq}, {d.now} FROM {NET} "
-                f"WHERE {is_kind(NET, DELETE)} AND NOT EXISTS ({held})"
-            )
-        revived = d.rows(
-            f"SELECT count(*) FROM {self.target} AS target JOIN {NET} ON {self.match} "
-            f"WHERE {is_kind(NET, UPSERT)} AND target.{DELETED_AT} IS NOT NULL"
-        )[0][0]
-        inserted, updated = self._upsert(also_set={DELETED_AT: "NULL"})
-        # A revived key is an insert to the live view.
-        return ApplyStats(rows_inserted=inserted + revived, rows_updated=updated - revived, rows_deleted=deleted)
-
-    def _history(self) -> ApplyStats:
-        """A change closes the key's current version; an upsert opens a new one."""
-        d = self.dialect
-        close = (
-            f"UPDATE {self.target} AS target SET {VALID_TO} = {d.now}, {IS_CURRENT} = false FROM {NET} "
-            f"WHERE target.{IS_CURRENT} AND "
-        )
-        deleted = d.execute(close + self._matched(DELETE))
-        updated = d.execute(close + self._matched(UPSERT))
-        opened = d.execute(
-            f"INSERT INTO {self.target} ({self.names}, {VALID_FROM}, {VALID_TO}, {IS_CURRENT}) "
-            + self.upsert_rows(f"{self.names}, {d.now}, NULL, true")
-        )
-        return ApplyStats(rows_inserted=opened - updated, rows_updated=updated, rows_deleted=deleted)
-
-    def _upsert(self, also_set: dict[str, str] | None = None) -> tuple[int, int]:
+    def _upsert(self) -> tuple[int, int]:
         """Insert or replace the net upserts' rows; return (inserted, updated)."""
         d = self.dialect
         insert = f"INSERT INTO {self.target} ({self.names}) {self.upsert_rows()}"
@@ -154,7 +104,6 @@ class Merge:
         keys = list(self.primary_key)
         others = [name for name in self.columns if name not in keys] or keys[:1]
         assignments = [f"{d.quote(name)} = EXCLUDED.{d.quote(name)}" for name in others]
-        assignments += [f"{name} = {value}" for name, value in (also_set or {}).items()]
         inserted, updated = d.rows(
             f"WITH upserted AS ({insert} ON CONFLICT ({', '.join(d.quote(key) for key in keys)}) DO UPDATE SET "
             f"{', '.join(assignments)} RETURNING {d.inserted_flag()} AS inserted) "
@@ -162,35 +111,102 @@ class Merge:
         )[0]
         return inserted, updated
 
+    def tombstone_rows(self) -> str:
+        """The keys whose last change is a delete, with its sequence and time: their tombstones."""
+        d = self.dialect
+        keys = ", ".join(d.quote(name) for name in (*self.primary_key, self.sequence_column or ""))
+        times = f"coalesce({CHANGE_TIME}, {d.now}) AS {DELETED_AT}, {d.now} AS {LOADED_AT}"
+        return f"SELECT {keys}, {times} FROM {NET} WHERE {is_kind(NET, DELETE)}"
+
     def _matched(self, kind: str) -> str:
         return f"{self.match} AND {is_kind(NET, kind)}"
 
-    # -- tombstones ----------------------------------------------------------------------------------
 
-    def keep_tombstones(self, table_schema: pa.Schema, retention: timedelta | None, allow_string: bool) -> None:
-        """Deleted keys' sequences in ``<table>__cdc_tombstones``; a changed key's goes; old ones purge."""
-        assert self.sequence_column is not None and self.seq is not None
-        d = self.dialect
-        name = tombstone_table_name(self.table)
-        fields = pa.schema([table_schema.field(column) for column in (*self.primary_key, self.sequence_column)])
-        existing = d.table_schema(name)
-        keys = ", ".join(d.quote(key) for key in self.primary_key)
-        if existing is None:
-            constraint = f"PRIMARY KEY ({keys})" if d.primary_keys else ""
-            create_table(d, name, pa.schema([*fields, pa.field(DELETED_AT, TIME_TYPE)]), constraints=constraint)
-        else:
-            evolve(d, d.table(name), existing, fields, f"table {name}", allow_string=allow_string)
-        tombstones = d.table(name)
-        d.execute(f"DELETE FROM {tombstones} AS target USING {NET} WHERE {self.match}")
-        d.execute(
-            f"INSERT INTO {tombstones} ({keys}, {self.seq}, {DELETED_AT}) "
-            f"SELECT {keys}, {self.seq}, {d.now} FROM {NET} WHERE {is_kind(NET, DELETE)}"
+def stale_changes(
+    dialect: BoundDialect,
+    held: Sequence[tuple[str, str]],
+    primary_key: Sequence[str],
+    sequence_column: str,
+    *,
+    drop: bool,
+) -> int:
+    """The keys whose newest staged change is older than the sequence held for them; with ``drop``, every
+    staged change older than that is dropped (hard deletes: the newest change wins, whatever arrives late).
+
+    :param held: ``(relation, condition)`` pairs: what holds sequences (the table, its tombstones), and which of
+        their rows count (``"true"``, or a history table's current version).
+    """
+    d, seq = dialect, dialect.quote(sequence_column)
+    keys = ", ".join(d.quote(key) for key in primary_key)
+
+    def newer(alias: str, value: str) -> str:
+        """Whether something held for the key of row ``alias`` is newer than its ``value``."""
+        return " OR ".join(
+            f"EXISTS (SELECT 1 FROM {relation} AS target WHERE {key_match('target', alias, primary_key)} "
+            f"AND target.{seq} > {alias}.{value} AND {condition})"
+            for relation, condition in held
         )
-        if retention is not None:
-            d.execute(
-                f"DELETE FROM {tombstones} WHERE {DELETED_AT} < {d.seconds_ago(d.param(_SECONDS))}",
-                {_SECONDS: retention.total_seconds()},
-            )
+
+    newest = f"(SELECT {keys}, max({seq}) AS newest FROM {STAGE} GROUP BY {keys}) AS s"
+    stale = d.rows(f"SELECT count(*) FROM {newest} WHERE {newer('s', 'newest')}")[0][0]
+    if drop:
+        d.execute(f"DELETE FROM {STAGE} WHERE {newer(STAGE, seq)}")
+    return int(stale)
+
+
+@dataclass
+class Tombstones:
+    """``<table>__cdc_tombstones``: the deletes of keys (key, sequence, source time, and when it was recorded), so
+    a change older than a delete is known stale (hard deletes) or placed before it (soft deletes, history).
+
+    :param dialect: the engine, in the run's transaction.
+    :param table: the table's name (unquoted); the tombstones are beside it.
+    :param primary_key: the key columns.
+    :param sequence_column: the user's sequence column.
+    """
+
+    dialect: BoundDialect
+    table: str
+    primary_key: Sequence[str]
+    sequence_column: str
+
+    def __post_init__(self) -> None:
+        self.name = tombstone_table_name(self.table)
+        self.quoted = self.dialect.table(self.name)
+
+    def prepare(self, table_schema: pa.Schema, *, allow_string: bool) -> None:
+        """Create the tombstone table (keys and sequence typed as the table's), or evolve it with the table."""
+        d = self.dialect
+        fields = pa.schema([table_schema.field(column) for column in (*self.primary_key, self.sequence_column)])
+        system = [pa.field(DELETED_AT, TIME_TYPE), pa.field(LOADED_AT, TIME_TYPE)]
+        existing = d.table_schema(self.name)
+        if existing is None:  # no key: a key may keep several deletes
+            create_table(d, self.name, pa.schema([*fields, *system]))
+            return
+        evolve(d, self.quoted, existing, fields, f"table {self.name}", allow_string=allow_string)
+        if LOADED_AT not in existing.names:  # a tombstone table of an earlier release
+            d.execute(f"ALTER TABLE {self.quoted} ADD COLUMN {LOADED_AT} {d.column_type(system[1])}")
+
+    def replace(self, rows: str) -> None:
+        """Replace the tombstones of the keys the run touched by ``rows`` (keys, sequence, times)."""
+        d = self.dialect
+        columns = ", ".join(
+            [*(d.quote(name) for name in (*self.primary_key, self.sequence_column)), DELETED_AT, LOADED_AT]
+        )
+        d.execute(
+            f"DELETE FROM {self.quoted} AS target WHERE EXISTS (SELECT 1 FROM {STAGE} AS s "
+            f"WHERE {key_match('s', 'target', self.primary_key)})"
+        )
+        d.execute(f"INSERT INTO {self.quoted} ({columns}) {rows}")
+
+    def purge(self, retention: timedelta) -> None:
+        """Drop the tombstones recorded longer ago than ``retention``."""
+        d = self.dialect
+        recorded = f"coalesce({LOADED_AT}, {DELETED_AT})"
+        d.execute(
+            f"DELETE FROM {self.quoted} WHERE {recorded} < {d.seconds_ago(d.param(_SECONDS))}",
+            {_SECONDS: retention.total_seconds()},
+        )
 
 
 def merge_into(
