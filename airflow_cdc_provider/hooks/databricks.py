@@ -27,7 +27,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-from airflow.sdk import BaseHook
+from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE, DELETE, UPSERT
 from airflow_cdc_provider.destinations.pushdown import ChangeQuery, snapshot_sql
