@@ -30,11 +30,12 @@ typecheck: install
 	$(BIN)/mypy
 
 # Local servers of the integration tests: Azurite from npm (pinned in tests/servers); Debian's sshd and
-# PostgreSQL 15, and chromium for the real-Airflow screenshots, installed with apt when missing and we are root
-# (without them, those tests skip).
+# PostgreSQL 15, chromium for the real-Airflow screenshots, and redis-server for the CeleryExecutor test's broker,
+# installed with apt when missing and we are root (without them, those tests skip).
 APT_PACKAGES := $(if $(wildcard /usr/sbin/sshd),,openssh-server) \
 	$(if $(wildcard /usr/lib/postgresql/15/bin/initdb),,postgresql) \
-	$(if $(wildcard /usr/bin/chromium),,chromium)
+	$(if $(wildcard /usr/bin/chromium),,chromium) \
+	$(if $(wildcard /usr/bin/redis-server),,redis-server)
 
 servers: tests/servers/node_modules/.installed
 	@if [ -n "$(strip $(APT_PACKAGES))" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
