@@ -53,7 +53,8 @@ test: lint typecheck servers test-floor
 # The declared floor, proven: .venv-floor holds every dependency of pyproject.toml (extras too) at the lowest
 # version it declares, from the committed tests/floor/requirements.txt, and runs the smoke tests of tests/floor
 # (imports, every example DAG parsed, connection forms, dag.test() of the DAGs that need no cloud).
-# ~45 s to build the venv from a warm uv cache (once per lock change), ~25 s to run.
+# Cost: building the venv from a warm uv cache takes 45 s on a quiet machine, 2.5 min on a loaded one (again
+# only when the lock or pyproject.toml changes); the tests take ~25 s. The lock is resolved for this Python (3.11).
 # `make floor-lock` resolves the lock again after a floor in pyproject.toml changed; it fails when the declared
 # floors do not resolve together, and then a floor is to be raised.
 FLOOR_VENV := .venv-floor

@@ -263,8 +263,8 @@ def test_two_runs_of_one_stream_on_two_workers_apply_exactly_once(dags_ready: Cl
     [winner] = [run_id for run_id in runs if len(tries[run_id]) == 1]
     [loser] = [run_id for run_id in runs if run_id != winner]
     first, won = tries[loser][0], tries[winner][0]
-    assert {first["hostname"], won["hostname"]} == set(WORKERS), "the two runs started on the two workers"
-    assert _span(first)[0] < _span(won)[1] and _span(won)[0] < _span(first)[1], "the two runs overlapped"
+    assert {first["hostname"], won["hostname"]} == set(WORKERS), f"the runs did not start on both workers: {tries}"
+    assert _span(first)[0] < _span(won)[1] and _span(won)[0] < _span(first)[1], f"the runs did not overlap: {tries}"
     assert first["state"] in ("up_for_retry", "failed")
     assert "ConcurrentSyncError" in cluster.log("cdc_race", loser, "sync_events", 1)
     assert tries[loser][-1]["state"] == "success"
