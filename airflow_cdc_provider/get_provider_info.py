@@ -106,3 +106,18 @@ def get_provider_info() -> dict[str, Any]:
             },
         ],
     }
+
+
+def connection_form_behaviour(conn_type: str) -> dict[str, Any]:
+    """The connection form declared above for ``conn_type``, in the shape a hook's
+    ``get_ui_field_behaviour()`` returns: Airflow 3.0 and 3.1 ask the hook, 3.2 and later read the declaration.
+
+    :param conn_type: one of the connection types above.
+    """
+    [entry] = [e for e in get_provider_info()["connection-types"] if e["connection-type"] == conn_type]
+    behaviour = entry["ui-field-behaviour"]
+    return {
+        "hidden_fields": behaviour["hidden-fields"],
+        "relabeling": behaviour["relabeling"],
+        "placeholders": behaviour["placeholders"],
+    }

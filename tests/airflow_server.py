@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -84,17 +84,26 @@ class AirflowServer:
         if migrate.returncode != 0:
             raise AirflowStartError(f"airflow db migrate failed:\n{migrate.stdout[-3000:]}\n{migrate.stderr[-3000:]}")
         for name, args in PARTS.items():
-            output = open(self.home / f"{name}.out", "wb")  # noqa: SIM115 - closed with the process
-            self.processes[name] = subprocess.Popen(
-                [str(BIN / "airflow"), *(arg.format(port=self.port) for arg in args)],
-                env=self.env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # its own process group: stop() ends the part and its children
-            )
-            output.close()
+            self.start_part(name, [arg.format(port=self.port) for arg in args])
         self.wait_for(self._healthy, timeout, "the API server's health check")
+
+    def start_part(self, name: str, args: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+        """Start ``airflow <args>`` as one more part (a Celery worker, say); ``stop()`` ends it with the others.
+
+        :param name: the part's name, unique: its output goes to ``<home>/<name>.out``.
+        :param args: the arguments of the ``airflow`` command.
+        :param env: more environment for this part only.
+        """
+        output = open(self.home / f"{name}.out", "wb")  # noqa: SIM115 - closed with the process
+        self.processes[name] = subprocess.Popen(
+            [str(BIN / "airflow"), *args],
+            env={**self.env, **(env or {})},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: stop() ends the part and its children
+        )
+        output.close()
 
     def stop(self) -> None:
         """SIGTERM each part's process group, then SIGKILL what is left after a grace period."""

@@ -34,9 +34,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from airflow.sdk import BaseHook
+from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
+from airflow_cdc_provider.get_provider_info import connection_form_behaviour
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
 from airflow_cdc_provider.hooks.tables import change_batch, check_known, plain_types, require_primary_key, text_column
 
@@ -112,6 +113,11 @@ class DeltaChangeFeedHook(BaseHook):
     conn_type = "cdc_delta"
     hook_name = "Delta table (change data feed)"
     template_fields = ("table_uri",)
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form for Airflow 3.0 and 3.1, which ask the hook class, not the provider info."""
+        return connection_form_behaviour(cls.conn_type)
 
     def __init__(
         self,

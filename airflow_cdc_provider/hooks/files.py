@@ -32,7 +32,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, get_args
 
 import pyarrow as pa
-from airflow.sdk import BaseHook
+from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_cdc_provider.changes import prepare_batch
 from airflow_cdc_provider.exceptions import BadChangeFileError, FileChangedError

@@ -13,9 +13,10 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from airflow.sdk.log import mask_secret
+from airflow.providers.common.compat.sdk import mask_secret
 from azure.storage.blob import ContainerClient
 
+from airflow_cdc_provider.get_provider_info import connection_form_behaviour
 from airflow_cdc_provider.hooks.azure_blob import BlobContainerChangeFeedHook
 
 
@@ -42,6 +43,11 @@ class LandingZoneChangeFeedHook(BlobContainerChangeFeedHook):
     conn_type = "cdc_landing_zone"
     hook_name = "Azure data landing zone (SAS URL)"
     template_fields: Sequence[str] = ("prefix",)
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form for Airflow 3.0 and 3.1, which ask the hook class, not the provider info."""
+        return connection_form_behaviour(cls.conn_type)
 
     def __init__(
         self, prefix: str = "", *, landing_zone_conn_id: str = "cdc_landing_zone_default", **kwargs: Any

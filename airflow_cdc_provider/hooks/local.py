@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_cdc_provider.exceptions import FileChangedError
+from airflow_cdc_provider.get_provider_info import connection_form_behaviour
 from airflow_cdc_provider.hooks.files import ChangeFile, FileChangeFeedHook
 
 
@@ -32,6 +33,11 @@ class LocalChangeFeedHook(FileChangeFeedHook):
     conn_type = "cdc_local"
     hook_name = "Local change-file folder"
     template_fields = ("path",)
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form for Airflow 3.0 and 3.1, which ask the hook class, not the provider info."""
+        return connection_form_behaviour(cls.conn_type)
 
     def __init__(self, path: str, *, local_conn_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)

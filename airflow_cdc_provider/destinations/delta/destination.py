@@ -86,7 +86,7 @@ class DeltaDestination(ShapedDestination):
         """Storage options: the connection's extra, then ``storage_options``."""
         merged: dict[str, str] = {}
         if self.delta_conn_id:
-            from airflow.sdk import BaseHook
+            from airflow.providers.common.compat.sdk import BaseHook
 
             extra = BaseHook.get_connection(self.delta_conn_id).extra_dejson
             merged.update({key: str(value) for key, value in extra.items()})
