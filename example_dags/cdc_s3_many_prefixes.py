@@ -20,7 +20,7 @@ from airflow.sdk import DAG, AssetAlias
 from airflow_cdc_provider.destinations.duckdb import DuckDBDestination
 from airflow_cdc_provider.hooks.s3 import S3ChangeFeedHook
 from airflow_cdc_provider.operators.sync import ChangeSyncOperator
-from airflow_cdc_provider.triggers.spec import describe
+from airflow_cdc_provider.describe import describe
 
 DEMO_DIR = os.environ.get("CDC_DEMO_DIR", "/tmp/airflow-cdc-demo")
 BUCKET = os.environ.get("CDC_S3_BUCKET", "my-landing-bucket")

@@ -18,7 +18,7 @@ from airflow_cdc_provider.hooks.local import LocalChangeFeedHook
 from airflow_cdc_provider.pipeline import SyncSpec, default_stream_id, run_sync
 from airflow_cdc_provider.sensors.files import NewChangeFilesSensor
 from airflow_cdc_provider.triggers.files import NewChangeFilesTrigger, is_transient
-from airflow_cdc_provider.triggers.spec import NotDescribableError, describe, rebuild
+from airflow_cdc_provider.describe import NotDescribableError, describe, rebuild
 
 TRIGGER = "airflow_cdc_provider.triggers.files.NewChangeFilesTrigger"
 LOCAL = "airflow_cdc_provider.hooks.local.LocalChangeFeedHook"

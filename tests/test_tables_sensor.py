@@ -24,7 +24,7 @@ from airflow_cdc_provider.hooks.delta import DeltaChangeFeedHook
 from airflow_cdc_provider.hooks.snowflake import SnowflakeChangeFeedHook
 from airflow_cdc_provider.pipeline import SyncSpec, default_stream_id, run_sync
 from airflow_cdc_provider.sensors.table_version import TableVersionSensor
-from airflow_cdc_provider.triggers.spec import describe
+from airflow_cdc_provider.describe import describe
 from airflow_cdc_provider.triggers.table_version import TableVersionTrigger
 from tests.tables_fakes import FakeBigQueryService, FakeSnowflakeService, FakeVendorService
 

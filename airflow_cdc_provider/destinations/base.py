@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args
 import pyarrow as pa
 
 from airflow_cdc_provider.changes import DELETED_AT, IS_CURRENT, SYSTEM_COLUMNS, VALID_FROM, VALID_TO, origin_of
+from airflow_cdc_provider.describe import Describable
 from airflow_cdc_provider.exceptions import TableShapeError
 
 Checkpoint = dict[str, Any]
@@ -69,7 +70,7 @@ class DestinationTransaction(ABC):
         """Write the checkpoint, refusing if another run moved it since ``read_checkpoint``, and commit."""
 
 
-class Destination(ABC):
+class Destination(Describable, ABC):
     """A table kept in sync. Constructing one does no I/O."""
 
     template_fields: Sequence[str] = ()

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 
+from airflow_cdc_provider import secrets
 from airflow_cdc_provider.changes import (
     CHANGE_TYPE,
     DELETE,
@@ -118,7 +119,7 @@ class DeltaDestination(Destination):
         self.shape = TableShape(delete_mode, history, tombstone_retention)
         self.delete_mode, self.history, self.tombstone_retention = delete_mode, history, tombstone_retention
         self.table_uri = table_uri
-        self.storage_options = storage_options
+        self.storage_options = secrets.register("storage_options", storage_options)
         self.delta_conn_id = delta_conn_id
         self.on_schema_change = check_on_schema_change(on_schema_change)
         self.allow_string = allow_string
@@ -141,6 +142,7 @@ class DeltaDestination(Destination):
             extra = BaseHook.get_connection(self.delta_conn_id).extra_dejson
             merged.update({key: str(value) for key, value in extra.items()})
         merged.update(self.storage_options or {})
+        secrets.register_options(merged)  # the connection's extra too: Airflow masks only some names
         return merged or None
 
     @property

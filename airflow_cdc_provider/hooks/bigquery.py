@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 from airflow.sdk import BaseHook
 
 from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE, DELETE, UPSERT
+from airflow_cdc_provider.describe import Describable
 from airflow_cdc_provider.destinations.pushdown import ChangeQuery, snapshot_sql
 from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
@@ -119,7 +120,7 @@ def translate_error(err: Exception, table: str, window: str) -> Exception | None
     return None
 
 
-class BigQueryChangeFeedHook(BaseHook):
+class BigQueryChangeFeedHook(Describable, BaseHook):
     """Changes of a BigQuery table with change history on, read through ``CHANGES`` in windows of a day at most.
 
     Connects through the Google provider's :class:`BigQueryHook`. Results come back as Arrow record batches.

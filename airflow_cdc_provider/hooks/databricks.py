@@ -30,6 +30,7 @@ import pyarrow as pa
 from airflow.sdk import BaseHook
 
 from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE, DELETE, UPSERT
+from airflow_cdc_provider.describe import Describable
 from airflow_cdc_provider.destinations.pushdown import ChangeQuery, snapshot_sql
 from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
@@ -78,7 +79,7 @@ def translate_error(err: Exception, table: str, start: int, end: int) -> Excepti
     return None
 
 
-class DatabricksChangeFeedHook(BaseHook):
+class DatabricksChangeFeedHook(Describable, BaseHook):
     """The change data feed of a Databricks Delta table, read through a SQL warehouse as Arrow.
 
     Connects through the Databricks provider's :class:`DatabricksSqlHook` (the existing Airflow connection).

@@ -36,6 +36,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from airflow.sdk import BaseHook
 
+from airflow_cdc_provider import secrets
+from airflow_cdc_provider.describe import Describable
 from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
 from airflow_cdc_provider.hooks.tables import change_batch, check_known, plain_types, require_primary_key, text_column
@@ -93,7 +95,7 @@ def snapshot_changes(batch: pa.RecordBatch, version: int, primary_key: Sequence[
     )
 
 
-class DeltaChangeFeedHook(BaseHook):
+class DeltaChangeFeedHook(Describable, BaseHook):
     """The change data feed of a Delta table, read from its storage (no Spark, no SQL warehouse).
 
     The table needs the feed on (``delta.enableChangeDataFeed = true``; see
@@ -123,7 +125,7 @@ class DeltaChangeFeedHook(BaseHook):
     ) -> None:
         super().__init__(**kwargs)
         self.table_uri = table_uri
-        self.storage_options = storage_options
+        self.storage_options = secrets.register("storage_options", storage_options)
         self.delta_conn_id = delta_conn_id
 
     @property
@@ -141,6 +143,7 @@ class DeltaChangeFeedHook(BaseHook):
         if self.delta_conn_id:
             merged.update({k: str(v) for k, v in self.get_connection(self.delta_conn_id).extra_dejson.items()})
         merged.update(self.storage_options or {})
+        secrets.register_options(merged)  # the connection's extra too: Airflow masks only some names
         return merged
 
     def table(self, version: int | None = None) -> DeltaTable:

@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 from airflow.sdk import BaseHook
 
 from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE, DELETE, UPSERT
+from airflow_cdc_provider.describe import Describable
 from airflow_cdc_provider.destinations.pushdown import ChangeQuery, snapshot_sql
 from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
@@ -103,7 +104,7 @@ def translate_error(err: Exception, table: str, window: str) -> Exception | None
     return None
 
 
-class SnowflakeChangeFeedHook(BaseHook):
+class SnowflakeChangeFeedHook(Describable, BaseHook):
     """Changes of a Snowflake table with change tracking on, read through the ``CHANGES`` clause.
 
     Connects through the Snowflake provider's :class:`SnowflakeHook`, so the existing Airflow connection

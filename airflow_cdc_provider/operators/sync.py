@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, AssetAlias, BaseOperator
 
+from airflow_cdc_provider.describe import Spec, rebuild
 from airflow_cdc_provider.destinations.base import Destination
 from airflow_cdc_provider.hooks.base import ChangeFeed
 from airflow_cdc_provider.lineage import operator_lineage
 from airflow_cdc_provider.pipeline import Mode, SyncSpec, SyncSummary, default_stream_id, run_sync
-from airflow_cdc_provider.triggers.spec import Spec, rebuild
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -32,7 +32,7 @@ class ChangeSyncOperator(BaseOperator):
 
     :param source: the change feed, e.g. ``LocalChangeFeedHook(path="/data/landing")``. Its
         ``template_fields`` are rendered. Also accepted as its JSON description,
-        ``airflow_cdc_provider.triggers.spec.describe(hook)``: the form to ``expand`` over (dynamic task mapping).
+        ``airflow_cdc_provider.describe.describe(hook)``: the form to ``expand`` over (dynamic task mapping).
     :param destination: the table kept in sync, e.g. ``DuckDBDestination(path, table)``. Templated and
         accepted as a description likewise.
     :param primary_key: the column, or columns, that identify a row. Templated.

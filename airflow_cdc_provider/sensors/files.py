@@ -10,6 +10,7 @@ from airflow.sdk import BaseSensorOperator
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
+from airflow_cdc_provider.describe import describe
 from airflow_cdc_provider.destinations.base import Destination
 from airflow_cdc_provider.hooks.files import FileChangeFeedHook
 from airflow_cdc_provider.triggers.files import (
@@ -18,7 +19,6 @@ from airflow_cdc_provider.triggers.files import (
     is_transient,
     pending_change_files,
 )
-from airflow_cdc_provider.triggers.spec import describe
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

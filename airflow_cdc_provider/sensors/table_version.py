@@ -10,10 +10,10 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
+from airflow_cdc_provider.describe import describe
 from airflow_cdc_provider.destinations.base import Destination
 from airflow_cdc_provider.hooks.base import ChangeFeed, Cursor
 from airflow_cdc_provider.pipeline import default_stream_id
-from airflow_cdc_provider.triggers.spec import describe
 from airflow_cdc_provider.triggers.table_version import TableVersionTrigger
 
 if TYPE_CHECKING:

@@ -9,11 +9,11 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_cdc_provider.describe import Spec, rebuild
 from airflow_cdc_provider.destinations.base import Destination
 from airflow_cdc_provider.hooks.files import ChangeFile, FileChangeFeedHook
 from airflow_cdc_provider.hooks.remote import http_status
 from airflow_cdc_provider.pipeline import default_stream_id
-from airflow_cdc_provider.triggers.spec import Spec, rebuild
 
 FILES_IN_EVENT = 20
 """How many pending file names an event carries (the count is always exact)."""
@@ -63,7 +63,7 @@ class NewChangeFilesTrigger(BaseTrigger):
     sensors. A transient error (network, throttling, HTTP 5xx) is logged and retried at the next poll; a
     permanent one (bad credentials, a missing bucket) fires an ``error`` event with its cause at once.
 
-    :param source: the file feed, as :func:`~airflow_cdc_provider.triggers.spec.describe` gives it.
+    :param source: the file feed, as :func:`~airflow_cdc_provider.describe.describe` gives it.
     :param destination: the destination holding the stream's checkpoint, described likewise.
     :param stream_id: the stream whose checkpoint is compared; ``None``: the sync operator's default.
     :param poke_interval: seconds between two listings.
