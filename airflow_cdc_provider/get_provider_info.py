@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_cdc_provider import __version__
+from airflow_cdc_provider.assets import OWN_SCHEMES
 
 INTEGRATION = "Change Data Capture"
 
@@ -62,12 +63,10 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             },
         ],
-        # The asset URI schemes of the destinations that no other provider owns (the SQL ones are named by
-        # connection id: no connection lookup when a DAG file is parsed). DeltaDestination's file:// or
-        # object-store URI is its storage's. No handler: Airflow keeps these URIs as they are.
-        "asset-uris": [
-            {"schemes": ["duckdb", "cdc-postgres", "cdc-snowflake", "cdc-bigquery", "cdc-databricks"], "handler": None}
-        ],
+        # The asset URI schemes that no other provider owns (the SQL ones are named by connection id: no
+        # connection lookup when a DAG file is parsed); a Delta table's URI is its storage's (file://, s3://, ...).
+        # The handler refuses a URI that names no table; the URIs are built in Airflow's normal form (assets.py).
+        "asset-uris": [{"schemes": list(OWN_SCHEMES), "handler": "airflow_cdc_provider.assets.sanitize_uri"}],
         # Connection types of this provider only; the table hooks use the official providers' own
         # (snowflake, databricks, google_cloud_platform).
         "connection-types": [

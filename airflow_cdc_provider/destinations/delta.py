@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 
-from airflow_cdc_provider import secrets
+from airflow_cdc_provider import assets, secrets
 from airflow_cdc_provider.changes import (
     CHANGE_TYPE,
     DELETE,
@@ -128,9 +128,7 @@ class DeltaDestination(Destination):
 
     @property
     def uri(self) -> str:
-        if "://" in self.table_uri:
-            return self.table_uri
-        return f"file://{Path(self.table_uri).absolute().as_posix()}"
+        return assets.storage_uri(self.table_uri)
 
     @cached_property
     def options(self) -> dict[str, str] | None:

@@ -12,6 +12,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from airflow_cdc_provider import assets
 from airflow_cdc_provider.changes import (
     CHANGE_TYPE,
     DELETE,
@@ -101,8 +102,7 @@ class DuckDBDestination(Destination):
 
     @property
     def uri(self) -> str:
-        schema, _, table = self.table.rpartition(".")
-        return f"duckdb://{Path(self.path).absolute().as_posix()}/{schema or 'main'}/{table}"
+        return assets.duckdb_uri(self.path, self.table)
 
     def read_checkpoint(self, stream_id: str) -> Checkpoint | None:
         """Read without a write lock; ``None`` when the file or the stream does not exist yet."""

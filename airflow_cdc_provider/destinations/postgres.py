@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from airflow_cdc_provider import assets
 from airflow_cdc_provider.changes import (
     CHANGE_TYPE,
     DELETE,
@@ -194,8 +195,7 @@ class PostgresDestination(Destination):
     def uri(self) -> str:
         """The Asset URI, from the connection id (as the push-down destinations): the operator builds its outlet
         when the DAG file is parsed, where a connection lookup is slow or impossible."""
-        schema, _, table = self.table.rpartition(".")
-        return f"cdc-postgres://{self.postgres_conn_id}/{schema or 'public'}/{table}"
+        return assets.postgres_uri(self.postgres_conn_id, self.table)
 
     def read_checkpoint(self, stream_id: str) -> Checkpoint | None:
         """Read without taking the stream's lock; ``None`` when the stream does not exist yet."""

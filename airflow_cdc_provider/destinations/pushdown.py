@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
+from airflow_cdc_provider import assets
 from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE, DELETE, UPSERT
 from airflow_cdc_provider.destinations.base import ApplyStats, Checkpoint, Destination, DestinationTransaction
 
@@ -240,7 +241,7 @@ class PushDownTableDestination(Destination):
     def uri(self) -> str:
         """The Asset URI, in a scheme of its own: the providers' asset URIs need the account or project, which
         only a connection lookup can tell (and a constructor does no I/O)."""
-        return f"cdc-{self.engine}://{getattr(self, self.conn_name_attr)}/{self.table}"
+        return assets.warehouse_uri(self.engine, getattr(self, self.conn_name_attr), self.table)
 
     @property
     def pushdown_engine(self) -> str:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 from airflow.sdk import BaseHook
 
+from airflow_cdc_provider import assets
 from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE, DELETE, UPSERT
 from airflow_cdc_provider.describe import Describable
 from airflow_cdc_provider.destinations.pushdown import ChangeQuery, snapshot_sql
@@ -126,7 +127,7 @@ class DatabricksChangeFeedHook(Describable, BaseHook):
 
     @property
     def uri(self) -> str:
-        return f"databricks://{self.databricks_conn_id}/{self.table}"
+        return assets.warehouse_uri("databricks", self.databricks_conn_id, self.table)
 
     @property
     def quoted_table(self) -> str:

@@ -28,15 +28,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from airflow.sdk import BaseHook
 
-from airflow_cdc_provider import secrets
+from airflow_cdc_provider import assets, secrets
 from airflow_cdc_provider.describe import Describable
 from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
@@ -130,11 +128,7 @@ class DeltaChangeFeedHook(Describable, BaseHook):
 
     @property
     def uri(self) -> str:
-        parts = urlsplit(self.table_uri)
-        if len(parts.scheme) <= 1:  # a path (or a Windows drive letter)
-            return "delta+" + Path(self.table_uri).absolute().as_uri()
-        netloc = parts.hostname or ""  # no user:password@ in a stream id
-        return "delta+" + urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+        return assets.storage_uri(self.table_uri)
 
     @cached_property
     def options(self) -> dict[str, str]:

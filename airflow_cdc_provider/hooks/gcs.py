@@ -9,6 +9,7 @@ from typing import Any
 from airflow.providers.google.cloud.hooks.gcs import GCSHook
 from google.cloud.storage import Bucket
 
+from airflow_cdc_provider import assets
 from airflow_cdc_provider.exceptions import FileChangedError
 from airflow_cdc_provider.hooks.files import ChangeFile
 from airflow_cdc_provider.hooks.remote import (
@@ -53,7 +54,7 @@ class GCSChangeFeedHook(RemoteFileChangeFeedHook):
 
     @property
     def uri(self) -> str:
-        return f"gs://{self.bucket}/{self.prefix.strip('/')}"
+        return assets.bucket_uri("gs", self.bucket, self.prefix)
 
     def list_files(self) -> Iterator[ChangeFile]:
         client = self.hook.get_conn()

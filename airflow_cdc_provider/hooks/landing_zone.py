@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 from airflow.sdk.log import mask_secret
 from azure.storage.blob import ContainerClient
 
+from airflow_cdc_provider import assets
 from airflow_cdc_provider.hooks.azure_blob import BlobContainerChangeFeedHook
 
 
@@ -84,5 +85,4 @@ class LandingZoneChangeFeedHook(BlobContainerChangeFeedHook):
     @property
     def uri(self) -> str:
         """The container URL without the SAS: stable when the token is rotated, and free of secrets."""
-        parts = urlsplit(self.sas_url)
-        return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/{self.prefix.strip('/')}"
+        return assets.container_uri(self.sas_url, self.prefix)

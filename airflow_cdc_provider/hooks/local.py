@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from airflow_cdc_provider import assets
 from airflow_cdc_provider.exceptions import FileChangedError
 from airflow_cdc_provider.hooks.files import ChangeFile, FileChangeFeedHook
 
@@ -45,7 +46,7 @@ class LocalChangeFeedHook(FileChangeFeedHook):
 
     @property
     def uri(self) -> str:
-        return self.root.as_uri()
+        return assets.file_uri(self.root)
 
     def list_files(self) -> Iterator[ChangeFile]:
         root = self.root

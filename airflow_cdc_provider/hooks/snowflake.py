@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from airflow.sdk import BaseHook
 
+from airflow_cdc_provider import assets
 from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE, DELETE, UPSERT
 from airflow_cdc_provider.describe import Describable
 from airflow_cdc_provider.destinations.pushdown import ChangeQuery, snapshot_sql
@@ -134,7 +135,7 @@ class SnowflakeChangeFeedHook(Describable, BaseHook):
 
     @property
     def uri(self) -> str:
-        return f"snowflake://{self.snowflake_conn_id}/{self.table}"
+        return assets.warehouse_uri("snowflake", self.snowflake_conn_id, self.table)
 
     @property
     def quoted_table(self) -> str:

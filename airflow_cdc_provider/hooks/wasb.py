@@ -9,6 +9,7 @@ from typing import Any
 from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
 from azure.storage.blob import ContainerClient
 
+from airflow_cdc_provider import assets
 from airflow_cdc_provider.hooks.azure_blob import BlobContainerChangeFeedHook
 
 
@@ -47,4 +48,4 @@ class WasbChangeFeedHook(BlobContainerChangeFeedHook):
     @property
     def uri(self) -> str:
         # The account comes from the connection (no request is made): container names are per account.
-        return f"wasb://{self.container}@{self.container_client.account_name}/{self.prefix.strip('/')}"
+        return assets.bucket_uri("wasb", f"{self.container}@{self.container_client.account_name}", self.prefix)
