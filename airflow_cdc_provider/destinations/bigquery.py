@@ -62,6 +62,7 @@ class BigQueryDestination(PushDownTableDestination):
     engine = "bigquery"
     engine_name = "BigQuery"
     conn_name_attr = "gcp_conn_id"
+    template_fields = ("table", "gcp_conn_id")
     quote_name = staticmethod(bigquery_table_name)
 
     def __init__(

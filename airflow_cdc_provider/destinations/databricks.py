@@ -60,6 +60,7 @@ class DatabricksDestination(PushDownTableDestination):
     engine = "databricks"
     engine_name = "Databricks"
     conn_name_attr = "databricks_conn_id"
+    template_fields = ("table", "databricks_conn_id")
     quote_name = staticmethod(databricks_table_name)
 
     def __init__(

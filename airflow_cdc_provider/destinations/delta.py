@@ -100,7 +100,7 @@ class DeltaDestination(Destination):
         table ``<table_uri>__cdc_tombstones``) is kept; ``None`` (default): forever. Not with ``delete_mode="soft"``.
     """
 
-    template_fields = ("table_uri",)
+    template_fields = ("table_uri", "delta_conn_id")
 
     def __init__(
         self,

@@ -159,7 +159,7 @@ class PostgresDestination(Destination):
         ``<table>__cdc_tombstones``) is kept; ``None`` (default): forever. Not with ``delete_mode="soft"``.
     """
 
-    template_fields = ("table",)
+    template_fields = ("table", "postgres_conn_id")
 
     def __init__(
         self,

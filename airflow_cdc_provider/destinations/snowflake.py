@@ -67,6 +67,7 @@ class SnowflakeDestination(PushDownTableDestination):
     engine = "snowflake"
     engine_name = "Snowflake"
     conn_name_attr = "snowflake_conn_id"
+    template_fields = ("table", "snowflake_conn_id")
     quote_name = staticmethod(snowflake_table_name)
 
     def __init__(

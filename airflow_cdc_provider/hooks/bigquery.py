@@ -137,7 +137,7 @@ class BigQueryChangeFeedHook(Describable, BaseHook):
     default_conn_name = "google_cloud_default"
     conn_type = "google_cloud_platform"
     hook_name = "BigQuery change history"
-    template_fields = ("table",)
+    template_fields = ("table", "gcp_conn_id")
 
     def __init__(
         self,

@@ -96,7 +96,7 @@ class DatabricksChangeFeedHook(Describable, BaseHook):
     default_conn_name = "databricks_default"
     conn_type = "databricks"
     hook_name = "Databricks change data feed"
-    template_fields = ("table",)
+    template_fields = ("table", "databricks_conn_id")
 
     def __init__(
         self,

@@ -111,7 +111,7 @@ class DeltaChangeFeedHook(Describable, BaseHook):
     default_conn_name = "cdc_delta_default"
     conn_type = "cdc_delta"
     hook_name = "Delta table (change data feed)"
-    template_fields = ("table_uri",)
+    template_fields = ("table_uri", "delta_conn_id")
 
     def __init__(
         self,

@@ -38,7 +38,7 @@ class GCSChangeFeedHook(RemoteFileChangeFeedHook):
     """
 
     conn_name_attr = "gcp_conn_id"
-    template_fields: Sequence[str] = ("bucket", "prefix")
+    template_fields: Sequence[str] = ("bucket", "prefix", "gcp_conn_id")
 
     def __init__(
         self, bucket: str, prefix: str = "", *, gcp_conn_id: str = "google_cloud_default", **kwargs: Any

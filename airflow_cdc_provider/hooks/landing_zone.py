@@ -42,7 +42,7 @@ class LandingZoneChangeFeedHook(BlobContainerChangeFeedHook):
     default_conn_name = "cdc_landing_zone_default"
     conn_type = "cdc_landing_zone"
     hook_name = "Azure data landing zone (SAS URL)"
-    template_fields: Sequence[str] = ("prefix",)
+    template_fields: Sequence[str] = ("prefix", "landing_zone_conn_id")
 
     def __init__(
         self, prefix: str = "", *, landing_zone_conn_id: str = "cdc_landing_zone_default", **kwargs: Any

@@ -32,7 +32,7 @@ class LocalChangeFeedHook(FileChangeFeedHook):
     default_conn_name = "cdc_local_default"
     conn_type = "cdc_local"
     hook_name = "Local change-file folder"
-    template_fields = ("path",)
+    template_fields = ("path", "local_conn_id")
 
     def __init__(self, path: str, *, local_conn_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -38,7 +38,7 @@ class S3ChangeFeedHook(RemoteFileChangeFeedHook):
     """
 
     conn_name_attr = "aws_conn_id"
-    template_fields: Sequence[str] = ("bucket", "prefix")
+    template_fields: Sequence[str] = ("bucket", "prefix", "aws_conn_id")
 
     def __init__(
         self, bucket: str, prefix: str = "", *, aws_conn_id: str | None = "aws_default", **kwargs: Any

@@ -33,7 +33,7 @@ class SFTPChangeFeedHook(RemoteFileChangeFeedHook):
     """
 
     conn_name_attr = "sftp_conn_id"
-    template_fields: Sequence[str] = ("path",)
+    template_fields: Sequence[str] = ("path", "sftp_conn_id")
 
     def __init__(
         self, path: str, *, sftp_conn_id: str = "sftp_default", conn_retry_attempts: int = 3, **kwargs: Any

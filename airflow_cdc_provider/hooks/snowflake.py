@@ -120,7 +120,7 @@ class SnowflakeChangeFeedHook(Describable, BaseHook):
     default_conn_name = "snowflake_default"
     conn_type = "snowflake"
     hook_name = "Snowflake change tracking"
-    template_fields = ("table",)
+    template_fields = ("table", "snowflake_conn_id")
 
     def __init__(self, table: str, *, snowflake_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -29,7 +29,7 @@ class WasbChangeFeedHook(BlobContainerChangeFeedHook):
     """
 
     conn_name_attr = "wasb_conn_id"
-    template_fields: Sequence[str] = ("container", "prefix")
+    template_fields: Sequence[str] = ("container", "prefix", "wasb_conn_id")
 
     def __init__(self, container: str, prefix: str = "", *, wasb_conn_id: str = "wasb_default", **kwargs: Any) -> None:
         super().__init__(**kwargs)

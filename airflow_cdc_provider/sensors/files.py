@@ -60,6 +60,8 @@ class NewChangeFilesSensor(BaseSensorOperator):
         self.destination = destination
         self.stream_id = stream_id
         self.deferrable = deferrable
+        if deferrable:  # at parse time: a secret passed directly cannot go to the triggerer
+            describe(source), describe(destination)
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
