@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install demo test lint typecheck clean servers bench
+.PHONY: install demo test lint typecheck docs clean servers bench
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The operators guides (docs/, Sphinx): each example DAG's code included from its file; a warning fails the build.
+docs: install
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
 # Local servers of the integration tests: Azurite from npm (pinned in tests/servers); Debian's sshd and
 # PostgreSQL 15, and chromium for the real-Airflow screenshots, installed with apt when missing and we are root
 # (without them, those tests skip).
@@ -46,7 +50,7 @@ tests/servers/node_modules/.installed: tests/servers/package.json tests/servers/
 	touch $@
 
 # pytest runs last, so its summary line is the last line printed.
-test: lint typecheck servers
+test: lint typecheck docs servers
 	$(BIN)/pytest
 
 # Benchmarks: this provider, dlt and DuckDB's own SQL on the same change files (see benchmarks/run.py).
@@ -63,4 +67,4 @@ bench: install
 	$(BIN)/python -m benchmarks.run --rows $(ROWS) --repeat $(REPEAT) $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache docs/_build

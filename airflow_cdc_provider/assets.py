@@ -69,7 +69,8 @@ def container_uri(container_url: str, prefix: str) -> str:
     :param prefix: the folder inside the container.
     """
     parts = urlsplit(container_url)
-    return _uri(parts.scheme, parts.hostname or "", f"{unquote(parts.path).strip('/')}/{prefix.strip('/')}")
+    netloc = parts.netloc.rpartition("@")[2]
+    return _uri(parts.scheme, netloc, f"{unquote(parts.path).strip('/')}/{prefix.strip('/')}")
 
 
 def sftp_uri(host: str, port: int | None, path: str) -> str:

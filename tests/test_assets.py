@@ -58,7 +58,7 @@ def test_file_feed_uris_are_in_airflows_normal_form(
     monkeypatch.setenv("AIRFLOW_CONN_SFTP_CDC", json.dumps({"conn_type": "sftp", "host": "files.example.com"}))
     monkeypatch.setenv(
         "AIRFLOW_CONN_LZ_CDC",
-        json.dumps({"conn_type": "cdc_landing_zone", "password": "https://a.blob.core.windows.net/c/?sv=1&sig=x"}),
+        json.dumps({"conn_type": "cdc_landing_zone", "password": "http://127.0.0.1:10000/acct/c/?sv=1&sig=x"}),
     )
     uris = [
         LocalChangeFeedHook(str(tmp_path / folder / prefix)).uri,
@@ -70,6 +70,7 @@ def test_file_feed_uris_are_in_airflows_normal_form(
     for uri in uris:
         assert normal(uri) == uri
     assert uris[3].startswith("sftp://files.example.com:22/"), "the port is named, as the SFTP sanitizer adds it"
+    assert uris[4].startswith("http://127.0.0.1:10000/acct/c"), "the port is kept (Azurite, private endpoints)"
     assert "sig=" not in uris[4] and "?" not in uris[4]
 
 
@@ -84,7 +85,11 @@ def test_table_uris_are_in_airflows_normal_form_and_one_per_table(
     assert normal(PostgresDestination(qualified, conn_id).uri) == PostgresDestination(qualified, conn_id).uri
     # A Delta table read or written has one URI, local or in an object store.
     for location in (str(tmp_path / folder / table), f"s3://lake/{folder}/{table}"):
-        assert DeltaChangeFeedHook(location).uri == DeltaDestination(location).uri == normal(DeltaDestination(location).uri)
+        assert (
+            DeltaChangeFeedHook(location).uri
+            == DeltaDestination(location).uri
+            == normal(DeltaDestination(location).uri)
+        )
     # A warehouse table read by a table hook or written by a push-down destination has one URI.
     pairs = [
         (SnowflakeChangeFeedHook(qualified, snowflake_conn_id=conn_id), SnowflakeDestination(qualified, conn_id)),

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pytest
 
+from airflow_cdc_provider.describe import describe, rebuild
 from airflow_cdc_provider.destinations import pushdown
 from airflow_cdc_provider.destinations.delta import DeltaDestination
 from airflow_cdc_provider.destinations.duckdb import DuckDBDestination
@@ -24,7 +25,6 @@ from airflow_cdc_provider.destinations.postgres import PostgresDestination
 from airflow_cdc_provider.exceptions import BadChangeFileError, SequenceColumnError, TableShapeError
 from airflow_cdc_provider.hooks.local import LocalChangeFeedHook
 from airflow_cdc_provider.pipeline import SyncSpec, SyncSummary, run_sync
-from airflow_cdc_provider.describe import describe, rebuild
 from tests.changefiles import write_change_file
 
 if TYPE_CHECKING:

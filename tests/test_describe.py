@@ -126,9 +126,8 @@ def shown(obj: Any) -> str:
 def test_every_source_and_destination_class_is_covered() -> None:
     import inspect
 
-    from tests.test_provider_info import modules, own_classes
-
     from airflow_cdc_provider.describe import Describable
+    from tests.test_provider_info import modules, own_classes
 
     leaves = {
         cls.__name__
@@ -174,7 +173,9 @@ def test_a_description_names_what_the_ui_should_show() -> None:
         "kwargs": {"bucket": "landing", "prefix": "orders/", "aws_conn_id": "aws_default"},
     }, "a connection id is named even at its default"
     assert repr(hook) == "S3ChangeFeedHook(bucket='landing', prefix='orders/', aws_conn_id='aws_default')"
-    delta = DeltaDestination("s3://lake/orders", storage_options={"AWS_REGION": "eu-west-1", "AWS_SECRET_ACCESS_KEY": "k"})
+    delta = DeltaDestination(
+        "s3://lake/orders", storage_options={"AWS_REGION": "eu-west-1", "AWS_SECRET_ACCESS_KEY": "k"}
+    )
     assert repr(delta) == (
         "DeltaDestination(table_uri='s3://lake/orders', "
         "storage_options={'AWS_REGION': 'eu-west-1', 'AWS_SECRET_ACCESS_KEY': '***'})"
