@@ -8,6 +8,29 @@ from airflow_cdc_provider import __version__
 from airflow_cdc_provider.assets import OWN_SCHEMES
 
 INTEGRATION = "Change Data Capture"
+# The operators guides, one per source and destination (docs/, built by `make docs`).
+HOW_TO_GUIDES = [
+    "/docs/operators.rst",
+    *(
+        f"/docs/sources/{name}.rst"
+        for name in (
+            "local",
+            "s3",
+            "wasb",
+            "landing_zone",
+            "gcs",
+            "sftp",
+            "delta",
+            "databricks",
+            "snowflake",
+            "bigquery",
+        )
+    ),
+    *(
+        f"/docs/destinations/{name}.rst"
+        for name in ("duckdb", "postgres", "delta", "snowflake", "bigquery", "databricks")
+    ),
+]
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -19,6 +42,9 @@ def get_provider_info() -> dict[str, Any]:
         "integrations": [
             {
                 "integration-name": INTEGRATION,
+                "external-doc-url": "https://en.wikipedia.org/wiki/Change_data_capture",
+                "logo": "/docs/integration-logos/change-data-capture.svg",
+                "how-to-guide": HOW_TO_GUIDES,
                 "tags": ["software"],
             }
         ],

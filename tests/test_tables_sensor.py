@@ -68,6 +68,8 @@ def test_tables_sensor_defers_and_trigger_fires_on_new_version(tmp_path: Path) -
         sensor.execute({})
     trigger = deferred.value.trigger
     assert isinstance(trigger, TableVersionTrigger)
+    # Airflow's own deadline as well, as the official sensors set it: a lost trigger still times out.
+    assert deferred.value.timeout == timedelta(seconds=30)
     assert trigger.serialize() == (
         "airflow_cdc_provider.triggers.table_version.TableVersionTrigger",
         {

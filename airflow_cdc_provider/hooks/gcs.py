@@ -38,6 +38,9 @@ class GCSChangeFeedHook(RemoteFileChangeFeedHook):
     """
 
     conn_name_attr = "gcp_conn_id"
+    default_conn_name = "google_cloud_default"
+    conn_type = "google_cloud_platform"
+    hook_name = "Google Cloud Storage change files"
     template_fields: Sequence[str] = ("bucket", "prefix", "gcp_conn_id")
 
     def __init__(

@@ -38,6 +38,9 @@ class S3ChangeFeedHook(RemoteFileChangeFeedHook):
     """
 
     conn_name_attr = "aws_conn_id"
+    default_conn_name = "aws_default"
+    conn_type = "aws"
+    hook_name = "Amazon S3 change files"
     template_fields: Sequence[str] = ("bucket", "prefix", "aws_conn_id")
 
     def __init__(

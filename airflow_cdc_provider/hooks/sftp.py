@@ -33,6 +33,9 @@ class SFTPChangeFeedHook(RemoteFileChangeFeedHook):
     """
 
     conn_name_attr = "sftp_conn_id"
+    default_conn_name = "sftp_default"
+    conn_type = "sftp"
+    hook_name = "SFTP change files"
     template_fields: Sequence[str] = ("path", "sftp_conn_id")
 
     def __init__(

@@ -29,6 +29,9 @@ class WasbChangeFeedHook(BlobContainerChangeFeedHook):
     """
 
     conn_name_attr = "wasb_conn_id"
+    default_conn_name = "wasb_default"
+    conn_type = "wasb"
+    hook_name = "Azure Blob Storage change files"
     template_fields: Sequence[str] = ("container", "prefix", "wasb_conn_id")
 
     def __init__(self, container: str, prefix: str = "", *, wasb_conn_id: str = "wasb_default", **kwargs: Any) -> None:
