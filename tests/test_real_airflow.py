@@ -77,6 +77,8 @@ class Deployment:
     landing_zone: Any | None  # the Azurite container, when Azurite is installed
     dags: Path
     runs: dict[str, str] = field(default_factory=dict)
+    # Trigger rows live only while a sensor is deferred: taken then, searched for secrets at the end.
+    trigger_rows: list[tuple[str, str]] = field(default_factory=list)
 
     def put(self, key: str, body: bytes) -> None:
         self.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
@@ -146,6 +148,7 @@ class Deployment:
             return state == "deferred"
 
         self.airflow.wait_for(sensor_deferred, RUN_DEADLINE, f"the sensor of {dag_id} to defer")
+        self.trigger_rows += _database_texts(self.airflow.home, tables=("trigger",))
         # Airflow 3.3 fails a deferred task whose trigger fires before the scheduler has taken in the worker's
         # "exited" event for the deferral (apache/airflow#67287, #72716). Land the file once it has.
         self.airflow.wait_for(
@@ -493,9 +496,9 @@ def test_the_landing_zone_syncs_with_its_sas(lake_runs: Deployment) -> None:
     assert lake_runs.rows("landing_zone.duckdb", "customers") == AFTER_RUN_1
 
 
-def _database_texts(home: Path) -> Iterator[tuple[str, str]]:
-    """``(table.column, text)`` of every value in Airflow's metadata database, compressed values inflated and
-    Fernet-encrypted ones decrypted (trigger kwargs, connections, variables)."""
+def _database_texts(home: Path, tables: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """``(table.column, text)`` of every value in Airflow's metadata database (or of ``tables``), compressed values
+    inflated and Fernet-encrypted ones decrypted (trigger kwargs, connections, variables)."""
     from cryptography.fernet import Fernet, InvalidToken
 
     key = next(
@@ -504,9 +507,10 @@ def _database_texts(home: Path) -> Iterator[tuple[str, str]]:
         "",
     )  # fmt: skip
     fernet = Fernet(key) if key else None
+    found: list[tuple[str, str]] = []
     with sqlite3.connect(f"file:{home / 'airflow.db'}?mode=ro", uri=True) as db:
-        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        for table in tables:
+        names = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables or names:
             cursor = db.execute(f'SELECT * FROM "{table}"')
             columns = [column[0] for column in cursor.description]
             for row in cursor:
@@ -520,12 +524,13 @@ def _database_texts(home: Path) -> Iterator[tuple[str, str]]:
                     if fernet is not None and text.startswith("gAAAA"):
                         with contextlib.suppress(InvalidToken, ValueError):
                             text += "\n" + fernet.decrypt(text.encode()).decode("latin-1")
-                    yield f"{table}.{column}", text
+                    found.append((f"{table}.{column}", text))
+    return found
 
 
 def test_no_secret_anywhere_airflow_stores_or_shows(lake_runs: Deployment) -> None:
     home = lake_runs.airflow.home
-    texts = list(_database_texts(home))
+    texts = _database_texts(home) + lake_runs.trigger_rows
     seen = {place.split(".")[0] for place, _ in texts}
     # The search reaches what it must: serialized DAGs, rendered fields, XCom, asset events, task instances, the
     # trigger rows (decrypted: the sensors' descriptions are in them) and the DAG runs' conf.
