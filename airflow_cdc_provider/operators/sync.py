@@ -41,8 +41,9 @@ class ChangeSyncOperator(BaseOperator):
     :param mode: ``"cdc"`` (default): inserts, updates and deletes. ``"incremental"``: only rows whose
         ``timestamp_column`` is newer than the last run's newest, each an upsert; deletes are not seen.
     :param timestamp_column: the column ``mode="incremental"`` compares (e.g. ``"LastModified"``). Templated.
-    :param stream_id: names the stream's checkpoint; by default derived from the source and destination
-        URIs, so renaming the task or DAG keeps the stream. Templated.
+    :param stream_id: names the stream's checkpoint; by default ``"<source URI> -> <destination URI>"``, so
+        renaming the task or DAG keeps the stream (a stream that has its checkpoint under the id an earlier version
+        gave it keeps that id: :mod:`airflow_cdc_provider.streams`). Templated.
     :param sequence_column: a column of the data that orders the changes of a key (a version number, or a
         timestamp written by the source), for feeds whose files can arrive out of order. The destination keeps
         it per key, and for deleted keys in a tombstone, so a change older than what it holds is skipped and

@@ -61,7 +61,8 @@ class NewChangeFilesSensor(BaseSensorOperator):
         self.stream_id = stream_id
         self.deferrable = deferrable
         if deferrable:  # at parse time: a secret passed directly cannot go to the triggerer
-            describe(source), describe(destination)
+            for described in (source, destination):
+                describe(described)
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
