@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install demo test lint typecheck imports clean servers bench test-floor floor-lock
+.PHONY: install demo test lint typecheck imports docs clean servers bench test-floor floor-lock
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,10 @@ typecheck: install
 imports: install
 	$(BIN)/lint-imports
 
+# The operators guides (docs/, Sphinx): each example DAG's code included from its file; a warning fails the build.
+docs: install
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
 # Local servers of the integration tests: Azurite from npm (pinned in tests/servers); Debian's sshd and
 # PostgreSQL 15, chromium for the real-Airflow screenshots, and redis-server for the CeleryExecutor test's broker,
 # installed with apt when missing and we are root (without them, those tests skip).
@@ -51,7 +55,7 @@ tests/servers/node_modules/.installed: tests/servers/package.json tests/servers/
 	touch $@
 
 # pytest runs last, so its summary line is the last line printed.
-test: lint typecheck imports servers test-floor
+test: lint typecheck imports docs servers test-floor
 	$(BIN)/pytest
 
 # The declared floor, proven: .venv-floor holds every dependency of pyproject.toml (extras too) at the lowest
@@ -94,4 +98,4 @@ bench: install
 	$(BIN)/python -m benchmarks.run --rows $(ROWS) --repeat $(REPEAT) $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(FLOOR_VENV) .tools .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(FLOOR_VENV) .tools .pytest_cache .mypy_cache .ruff_cache docs/_build

@@ -5,8 +5,32 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_cdc_provider import __version__
+from airflow_cdc_provider.assets import OWN_SCHEMES
 
 INTEGRATION = "Change Data Capture"
+# The operators guides, one per source and destination (docs/, built by `make docs`).
+HOW_TO_GUIDES = [
+    "/docs/operators.rst",
+    *(
+        f"/docs/sources/{name}.rst"
+        for name in (
+            "local",
+            "s3",
+            "wasb",
+            "landing_zone",
+            "gcs",
+            "sftp",
+            "delta",
+            "databricks",
+            "snowflake",
+            "bigquery",
+        )
+    ),
+    *(
+        f"/docs/destinations/{name}.rst"
+        for name in ("duckdb", "postgres", "delta", "snowflake", "bigquery", "databricks")
+    ),
+]
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -18,6 +42,9 @@ def get_provider_info() -> dict[str, Any]:
         "integrations": [
             {
                 "integration-name": INTEGRATION,
+                "external-doc-url": "https://en.wikipedia.org/wiki/Change_data_capture",
+                "logo": "/docs/integration-logos/change-data-capture.svg",
+                "how-to-guide": HOW_TO_GUIDES,
                 "tags": ["software"],
             }
         ],
@@ -62,12 +89,10 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             },
         ],
-        # The asset URI schemes of the destinations that no other provider owns (the SQL ones are named by
-        # connection id: no connection lookup when a DAG file is parsed). DeltaDestination's file:// or
-        # object-store URI is its storage's. No handler: Airflow keeps these URIs as they are.
-        "asset-uris": [
-            {"schemes": ["duckdb", "cdc-postgres", "cdc-snowflake", "cdc-bigquery", "cdc-databricks"], "handler": None}
-        ],
+        # The asset URI schemes that no other provider owns (the SQL ones are named by connection id: no
+        # connection lookup when a DAG file is parsed); a Delta table's URI is its storage's (file://, s3://, ...).
+        # The handler refuses a URI that names no table; the URIs are built in Airflow's normal form (assets.py).
+        "asset-uris": [{"schemes": list(OWN_SCHEMES), "handler": "airflow_cdc_provider.assets.sanitize_uri"}],
         # Connection types of this provider only; the table hooks use the official providers' own
         # (snowflake, databricks, google_cloud_platform).
         "connection-types": [

@@ -10,6 +10,7 @@ killed after it, the retry finds the new checkpoint and applies nothing twice.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -123,7 +124,32 @@ class SyncSummary:
         return self.rows_inserted + self.rows_updated
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "rows_upserted": self.rows_upserted}
+        """What Airflow stores of the run (XCom, asset event extra), written to its database at every run: the
+        counts and a compact view of the cursor (:func:`compact_cursor`); the whole cursor stays in the destination."""
+        return {**asdict(self), "cursor": compact_cursor(self.cursor), "rows_upserted": self.rows_upserted}
+
+
+def compact_cursor(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's scalars (a watermark, a Delta version, a window end, the incremental high-water mark) with
+    each collection replaced by its size, plus ``bytes``, the size of the whole checkpoint as JSON.
+
+    A file cursor lists every applied file within the look-back window (200 KB for 5,000 files); here it is
+    ``{"watermark": "...", "recent": 5000, ...}``.
+    """
+    if not checkpoint:
+        return {}
+    # the source's cursor, then what the pipeline keeps beside it (the incremental high-water mark)
+    fields = {
+        **(checkpoint.get("source") or {}),
+        **{k: v for k, v in checkpoint.items() if k not in ("source", "version")},
+    }
+    compact: dict[str, Any] = {
+        name: len(value) if isinstance(value, (list, dict)) else value
+        for name, value in fields.items()
+        if value is not None
+    }
+    compact["bytes"] = len(json.dumps(checkpoint, default=str))
+    return compact
 
 
 def default_stream_id(source: ChangeFeed, destination: Destination) -> str:

@@ -27,6 +27,7 @@ with DAG(
     params=PARAMS,
     doc_md=__doc__,
 ):
+    # [START howto_destination_bigquery]
     orders = BigQueryChangeFeedHook("my-project.raw.orders", gcp_conn_id="google_cloud_default")
     mart = BigQueryDestination("my-project.mart.orders", gcp_conn_id="google_cloud_default")
     (
@@ -34,3 +35,4 @@ with DAG(
         >> TableVersionSensor(task_id="wait_for_changes", source=orders, destination=mart, deferrable=True)
         >> ChangeSyncOperator(task_id="sync_orders", source=orders, destination=mart, primary_key="order_id")
     )
+    # [END howto_destination_bigquery]

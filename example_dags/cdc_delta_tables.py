@@ -35,6 +35,7 @@ PARAMS = {"full_refresh": Param(False, type="boolean", description="Re-read the 
 with DAG(
     dag_id="cdc_delta_to_duckdb", schedule=None, catchup=False, tags=["cdc", "example"], params=PARAMS, doc_md=__doc__
 ):
+    # [START howto_source_delta]
     orders = DeltaChangeFeedHook(DELTA_TABLE)
     warehouse = DuckDBDestination(path=f"{DEMO_DIR}/tables.duckdb", table="orders")
     (
@@ -44,6 +45,7 @@ with DAG(
         )
         >> ChangeSyncOperator(task_id="sync_orders", source=orders, destination=warehouse, primary_key="order_id")
     )
+    # [END howto_source_delta]
 
 with DAG(
     dag_id="cdc_warehouse_tables_to_duckdb",
@@ -54,12 +56,15 @@ with DAG(
     doc_md=__doc__,
 ):
     target = f"{DEMO_DIR}/warehouses.duckdb"
+    # [START howto_source_databricks]
     EnableDeltaChangeDataFeedOperator(task_id="enable_databricks", table="main.sales.orders") >> ChangeSyncOperator(
         task_id="sync_databricks",
         source=DatabricksChangeFeedHook("main.sales.orders"),
         destination=DuckDBDestination(path=target, table="databricks_orders"),
         primary_key="order_id",
     )
+    # [END howto_source_databricks]
+    # [START howto_source_snowflake]
     EnableSnowflakeChangeTrackingOperator(
         task_id="enable_snowflake", table="SALES.PUBLIC.ORDERS"
     ) >> ChangeSyncOperator(
@@ -68,6 +73,8 @@ with DAG(
         destination=DuckDBDestination(path=target, table="snowflake_orders"),
         primary_key="ORDER_ID",
     )
+    # [END howto_source_snowflake]
+    # [START howto_source_bigquery]
     EnableBigQueryChangeHistoryOperator(
         task_id="enable_bigquery", table="my-project.sales.orders"
     ) >> ChangeSyncOperator(
@@ -76,3 +83,4 @@ with DAG(
         destination=DuckDBDestination(path=target, table="bigquery_orders"),
         primary_key="order_id",
     )
+    # [END howto_source_bigquery]

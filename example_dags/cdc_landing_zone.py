@@ -21,15 +21,17 @@ from airflow_cdc_provider.operators.sync import ChangeSyncOperator
 from airflow_cdc_provider.sensors.files import NewChangeFilesSensor
 
 DEMO_DIR = os.environ.get("CDC_DEMO_DIR", "/tmp/airflow-cdc-demo")
+SCHEDULE = os.environ.get("CDC_LANDING_ZONE_SCHEDULE", "@hourly") or None  # "": runs are triggered (UI, API) only
 
 with DAG(
     dag_id="cdc_landing_zone",
-    schedule="@hourly",
+    schedule=SCHEDULE,
     catchup=False,
     tags=["cdc", "example", "landing_zone"],
     doc_md=__doc__,
     params={"full_refresh": Param(False, type="boolean", description="Re-read every file and rebuild the table.")},
 ):
+    # [START howto_source_landing_zone]
     source = LandingZoneChangeFeedHook(prefix="customers/", landing_zone_conn_id="cdc_landing_zone_default")
     destination = DuckDBDestination(path=f"{DEMO_DIR}/landing_zone.duckdb", table="customers")
 
@@ -48,3 +50,4 @@ with DAG(
     )
 
     wait >> sync
+    # [END howto_source_landing_zone]

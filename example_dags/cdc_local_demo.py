@@ -28,9 +28,11 @@ with DAG(
         "full_refresh": Param(False, type="boolean", description="Re-read every file and rebuild the table."),
     },
 ) as dag:
+    # [START howto_source_local]
     ChangeSyncOperator(
         task_id="sync_customers",
         source=LocalChangeFeedHook(path=f"{DEMO_DIR}/landing"),
         destination=DuckDBDestination(path=f"{DEMO_DIR}/demo.duckdb", table="customers"),
         primary_key="customer_id",
     )
+    # [END howto_source_local]

@@ -34,6 +34,7 @@ with DAG(
     doc_md=__doc__,
     params={"full_refresh": Param(False, type="boolean", description="Re-read every file and rebuild the table.")},
 ):
+    # [START howto_source_s3]
     source = S3ChangeFeedHook(bucket=BUCKET, prefix="customers/", aws_conn_id="aws_default")
     destination = DuckDBDestination(path=f"{DEMO_DIR}/s3.duckdb", table="customers")
 
@@ -52,3 +53,4 @@ with DAG(
     )
 
     wait >> sync
+    # [END howto_source_s3]

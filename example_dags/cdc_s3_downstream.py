@@ -1,9 +1,10 @@
 """A downstream DAG scheduled on the table that ``cdc_s3`` keeps in sync.
 
 Each successful sync of ``cdc_s3`` records an asset event on its destination (the DuckDB table's URI,
-``duckdb://<CDC_DEMO_DIR>/s3.duckdb/main/customers``) whose extra is the sync's summary: files, rows read,
-inserted, updated, deleted, and the new cursor. Airflow then runs this DAG, which reads that summary from
-its triggering event. Build the asset from the same destination object, so the URIs match exactly.
+``duckdb:<CDC_DEMO_DIR>/s3.duckdb/main/customers``, the form Airflow stores and the REST API returns) whose
+extra is the sync's summary: files, rows read, inserted, updated, deleted, and a compact view of the cursor.
+Airflow then runs this DAG, which reads that summary from its triggering event. Build the asset from the same
+destination object, or copy the URI the UI shows: they are the same string.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from airflow.sdk import DAG, Asset, task
 from airflow_cdc_provider.destinations.duckdb import DuckDBDestination
 
 DEMO_DIR = os.environ.get("CDC_DEMO_DIR", "/tmp/airflow-cdc-demo")
+# [START howto_asset_downstream]
 CUSTOMERS = Asset(DuckDBDestination(path=f"{DEMO_DIR}/s3.duckdb", table="customers").uri)
 
 with DAG(
@@ -37,3 +39,4 @@ with DAG(
         return totals
 
     report_sync()
+# [END howto_asset_downstream]

@@ -17,10 +17,10 @@ import os
 
 from airflow.sdk import DAG, AssetAlias
 
+from airflow_cdc_provider.describe import describe
 from airflow_cdc_provider.destinations.duckdb import DuckDBDestination
 from airflow_cdc_provider.hooks.s3 import S3ChangeFeedHook
 from airflow_cdc_provider.operators.sync import ChangeSyncOperator
-from airflow_cdc_provider.triggers.spec import describe
 
 DEMO_DIR = os.environ.get("CDC_DEMO_DIR", "/tmp/airflow-cdc-demo")
 BUCKET = os.environ.get("CDC_S3_BUCKET", "my-landing-bucket")
@@ -35,6 +35,7 @@ with DAG(
     tags=["cdc", "example", "s3"],
     doc_md=__doc__,
 ):
+    # [START howto_operator_mapped]
     ChangeSyncOperator.partial(
         task_id="sync_table",
         outlets=[AssetAlias("cdc_s3_many_prefixes")],
@@ -50,3 +51,4 @@ with DAG(
             for table, key in TABLES.items()
         ]
     )
+    # [END howto_operator_mapped]

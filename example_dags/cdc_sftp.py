@@ -30,6 +30,7 @@ with DAG(
     doc_md=__doc__,
     params={"full_refresh": Param(False, type="boolean", description="Re-read every file and rebuild the table.")},
 ):
+    # [START howto_source_sftp]
     source = SFTPChangeFeedHook(path="/upload/customers", sftp_conn_id="sftp_default")
     destination = DuckDBDestination(path=f"{DEMO_DIR}/sftp.duckdb", table="customers")
 
@@ -48,3 +49,4 @@ with DAG(
     )
 
     wait >> sync
+    # [END howto_source_sftp]

@@ -27,6 +27,7 @@ with DAG(
     params=PARAMS,
     doc_md=__doc__,
 ):
+    # [START howto_destination_snowflake]
     orders = SnowflakeChangeFeedHook("RAW.SALES.ORDERS", snowflake_conn_id="snowflake_default")
     mart = SnowflakeDestination("MART.SALES.ORDERS", snowflake_conn_id="snowflake_default")
     (
@@ -34,3 +35,4 @@ with DAG(
         >> TableVersionSensor(task_id="wait_for_changes", source=orders, destination=mart, deferrable=True)
         >> ChangeSyncOperator(task_id="sync_orders", source=orders, destination=mart, primary_key="ORDER_ID")
     )
+    # [END howto_destination_snowflake]

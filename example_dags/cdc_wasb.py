@@ -31,6 +31,7 @@ with DAG(
     doc_md=__doc__,
     params={"full_refresh": Param(False, type="boolean", description="Re-read every file and rebuild the table.")},
 ):
+    # [START howto_source_wasb]
     source = WasbChangeFeedHook(container=CONTAINER, prefix="customers/", wasb_conn_id="wasb_default")
     destination = DuckDBDestination(path=f"{DEMO_DIR}/wasb.duckdb", table="customers")
 
@@ -49,3 +50,4 @@ with DAG(
     )
 
     wait >> sync
+    # [END howto_source_wasb]

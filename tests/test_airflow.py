@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shutil
 import subprocess
@@ -64,14 +65,23 @@ def test_demo_dag_syncs_and_its_asset_event_carries_the_summary(airflow_db, demo
         assert con.execute("SELECT customer_id, name FROM customers ORDER BY 1").fetchall() == [(1, "ada"), (3, "ken")]
 
     [event] = _asset_events(dag.dag_id, run.run_id)
-    # Airflow normalises the URI (duckdb:///x -> duckdb:/x); a downstream Asset("duckdb:///...") matches it.
+    # The URI is already in Airflow's normal form (no "//" without a host): the name shown is the URI stored.
     from airflow.sdk import Asset
 
-    assert event["uri"] == Asset(f"duckdb://{demo_dir}/demo.duckdb/main/customers").uri
+    from airflow_cdc_provider.destinations.duckdb import DuckDBDestination
+
+    destination = DuckDBDestination(str(demo_dir / "demo.duckdb"), "customers")
+    assert event["uri"] == destination.uri == f"duckdb:{demo_dir}/demo.duckdb/main/customers"
+    assert Asset(destination.uri).name == Asset(destination.uri).uri == destination.uri
     assert event["extra"]["files"] == 1
     assert (event["extra"]["rows_inserted"], event["extra"]["rows_deleted"]) == (2, 0)
-    assert event["extra"]["cursor"]["source"]["recent"] == {
-        "1.csv": event["extra"]["cursor"]["source"]["recent"]["1.csv"]
+    # A compact view of the cursor: the applied files are counted, not listed; the whole cursor stays in DuckDB.
+    checkpoint = destination.read_checkpoint(event["extra"]["stream_id"])
+    assert checkpoint is not None and list(checkpoint["source"]["recent"]) == ["1.csv"]
+    assert event["extra"]["cursor"] == {
+        "watermark": checkpoint["source"]["watermark"],
+        "recent": 1,
+        "bytes": len(json.dumps(checkpoint)),
     }
 
     # A full refresh asked for at trigger time (the UI's "Trigger DAG w/ config") rebuilds the table.

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pytest
 
+from airflow_cdc_provider.describe import describe, rebuild
 from airflow_cdc_provider.destinations.delta import DeltaDestination
 from airflow_cdc_provider.destinations.duckdb import DuckDBDestination
 from airflow_cdc_provider.destinations.postgres import PostgresDestination
@@ -28,7 +29,6 @@ from airflow_cdc_provider.exceptions import (
 )
 from airflow_cdc_provider.hooks.local import LocalChangeFeedHook
 from airflow_cdc_provider.pipeline import SyncSpec, SyncSummary, run_pushed_down, run_sync
-from airflow_cdc_provider.triggers.spec import describe, rebuild
 from tests.changefiles import write_change_file
 
 if TYPE_CHECKING:

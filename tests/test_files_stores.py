@@ -763,12 +763,13 @@ def test_hooks_do_no_io_when_built() -> None:
         GCSChangeFeedHook("b", "p", gcp_conn_id="missing"),
         SFTPChangeFeedHook("/p", sftp_conn_id="missing"),
     ]
+    # connection ids are templated, as the official operators' are
     assert [tuple(hook.template_fields) for hook in hooks] == [
-        ("bucket", "prefix"),
-        ("container", "prefix"),
-        ("prefix",),
-        ("bucket", "prefix"),
-        ("path",),
+        ("bucket", "prefix", "aws_conn_id"),
+        ("container", "prefix", "wasb_conn_id"),
+        ("prefix", "landing_zone_conn_id"),
+        ("bucket", "prefix", "gcp_conn_id"),
+        ("path", "sftp_conn_id"),
     ]
 
 

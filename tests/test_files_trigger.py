@@ -12,13 +12,13 @@ from typing import Any, ClassVar
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout, TaskDeferred
 
+from airflow_cdc_provider.describe import NotDescribableError, describe, rebuild
 from airflow_cdc_provider.destinations.duckdb import DuckDBDestination
 from airflow_cdc_provider.formats import FileFormat
 from airflow_cdc_provider.hooks.local import LocalChangeFeedHook
 from airflow_cdc_provider.pipeline import SyncSpec, default_stream_id, run_sync
 from airflow_cdc_provider.sensors.files import NewChangeFilesSensor
 from airflow_cdc_provider.triggers.files import NewChangeFilesTrigger, is_transient
-from airflow_cdc_provider.triggers.spec import NotDescribableError, describe, rebuild
 
 TRIGGER = "airflow_cdc_provider.triggers.files.NewChangeFilesTrigger"
 LOCAL = "airflow_cdc_provider.hooks.local.LocalChangeFeedHook"

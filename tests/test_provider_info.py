@@ -72,7 +72,8 @@ def test_connection_types_are_this_providers_hooks_and_the_others_belong_to_inst
     registered = {entry["hook-class-name"]: entry["connection-type"] for entry in INFO["connection-types"]}
     assert registered == ours, "every cdc_ connection type is registered, by the hook class that declares it"
     others = {conn_type for conn_type in hooks.values() if not conn_type.startswith("cdc_")}
-    assert others == {"snowflake", "databricks", "google_cloud_platform"}
+    # the feed hooks name the official connection type they read, as the official hooks do
+    assert others == {"snowflake", "databricks", "google_cloud_platform", "aws", "wasb", "sftp"}
     manager = ProvidersManagerTaskRuntime()
     manager.initialize_providers_hooks()
     for conn_type in others:  # not ours to register: an official provider's
@@ -142,3 +143,38 @@ def test_a_dag_syncing_into_postgres_parses_without_looking_up_its_connection(tm
     bag = DagBag(str(dag_file))
     assert bag.import_errors == {}
     assert list(bag.dags) == ["cdc_pg"]
+
+
+def test_the_integration_names_its_external_docs_logo_and_a_guide_per_source_and_destination() -> None:
+    from tests.conftest import REPO
+
+    [integration] = INFO["integrations"]
+    assert integration["external-doc-url"].startswith("https://")
+    assert (REPO / integration["logo"].lstrip("/")).is_file()
+    guides = integration["how-to-guide"]
+    assert all((REPO / guide.lstrip("/")).is_file() for guide in guides)
+    written = {f"/{path.relative_to(REPO)}" for path in (REPO / "docs").glob("*/*.rst") if path.stem != "index"}
+    assert written <= set(guides), "a guide that provider info does not list"
+
+
+def test_feed_hooks_name_their_connection_as_the_official_hooks_do() -> None:
+    for module in modules():
+        if not module.__name__.startswith("airflow_cdc_provider.hooks."):
+            continue
+        for cls in own_classes(module):
+            if not issubclass(cls, BaseHook) or inspect.isabstract(cls) or cls.__subclasses__():
+                continue
+            assert {"default_conn_name", "conn_type", "hook_name"} <= set(vars(cls)), cls.__name__
+            default = inspect.signature(cls.__init__).parameters[cls.conn_name_attr].default
+            assert default in (cls.default_conn_name, None), f"{cls.__name__}: {default!r}"  # None: optional
+
+
+def test_every_operator_has_a_colour_and_sql_fields_are_rendered_as_sql() -> None:
+    from airflow_cdc_provider.operators.enable import EnableDeltaChangeDataFeedOperator
+
+    operators = [cls for m in modules() for cls in own_classes(m) if issubclass(cls, BaseOperator)]
+    assert len(operators) >= 6
+    for cls in operators:
+        assert "ui_color" in vars(cls), f"{cls.__name__} has no ui_color"
+        assert set(getattr(cls, "template_fields_renderers", {})) <= set(cls.template_fields), cls.__name__
+    assert EnableDeltaChangeDataFeedOperator.template_fields_renderers == {"columns": "sql", "statements": "sql"}

@@ -11,6 +11,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE
+from airflow_cdc_provider.destinations.delta import DeltaDestination
 from airflow_cdc_provider.destinations.duckdb import DuckDBDestination
 from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, PrimaryKeyRequiredError, RetentionExpiredError
 from airflow_cdc_provider.hooks.delta import DeltaChangeFeedHook, delta_changes
@@ -190,7 +191,9 @@ def test_tables_delta_recreated_table_raises(tmp_path: Path) -> None:
 
 def test_tables_delta_uri_and_no_io_in_constructor(tmp_path: Path) -> None:
     hook = DeltaChangeFeedHook("s3://user:secret@bucket/lake/orders/", storage_options={"AWS_REGION": "x"})
-    assert hook.uri == "delta+s3://bucket/lake/orders"
-    assert DeltaChangeFeedHook(str(tmp_path / "nope")).uri.startswith("delta+file://")
+    assert hook.uri == "s3://bucket/lake/orders", "no user info, no trailing slash"
+    # One table, one URI: read as a source or written as a destination, a Delta table is named by its storage.
+    assert DeltaChangeFeedHook(str(tmp_path / "nope")).uri == DeltaDestination(str(tmp_path / "nope")).uri
+    assert DeltaChangeFeedHook(str(tmp_path / "nope")).uri == (tmp_path / "nope").as_uri()
     with pytest.raises(PrimaryKeyRequiredError):
         DeltaChangeFeedHook(str(tmp_path)).pull(None, [])

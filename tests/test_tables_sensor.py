@@ -16,6 +16,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout, TaskD
 from deltalake import write_deltalake
 from sqlglot import exp
 
+from airflow_cdc_provider.describe import describe
 from airflow_cdc_provider.destinations.bigquery import BigQueryDestination
 from airflow_cdc_provider.destinations.duckdb import DuckDBDestination
 from airflow_cdc_provider.destinations.snowflake import SnowflakeDestination
@@ -24,7 +25,6 @@ from airflow_cdc_provider.hooks.delta import DeltaChangeFeedHook
 from airflow_cdc_provider.hooks.snowflake import SnowflakeChangeFeedHook
 from airflow_cdc_provider.pipeline import SyncSpec, default_stream_id, run_sync
 from airflow_cdc_provider.sensors.table_version import TableVersionSensor
-from airflow_cdc_provider.triggers.spec import describe
 from airflow_cdc_provider.triggers.table_version import TableVersionTrigger
 from tests.tables_fakes import FakeBigQueryService, FakeSnowflakeService, FakeVendorService
 
@@ -68,6 +68,8 @@ def test_tables_sensor_defers_and_trigger_fires_on_new_version(tmp_path: Path) -
         sensor.execute({})
     trigger = deferred.value.trigger
     assert isinstance(trigger, TableVersionTrigger)
+    # Airflow's own deadline as well, as the official sensors set it: a lost trigger still times out.
+    assert deferred.value.timeout == timedelta(seconds=30)
     assert trigger.serialize() == (
         "airflow_cdc_provider.triggers.table_version.TableVersionTrigger",
         {

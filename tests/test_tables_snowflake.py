@@ -145,6 +145,7 @@ def test_tables_snowflake_documented_refusals_become_named_errors(message: str, 
 
 def test_tables_snowflake_primary_key_required_and_no_io_in_constructor() -> None:
     hook = SnowflakeChangeFeedHook("t", snowflake_conn_id="nowhere")  # no connection looked up
-    assert hook.uri == "snowflake://nowhere/t"
+    # the same URI as SnowflakeDestination("t", snowflake_conn_id="nowhere"): one table, one URI
+    assert hook.uri == "cdc-snowflake://nowhere/t"
     with pytest.raises(PrimaryKeyRequiredError):
         hook.pull(None, [])

@@ -16,6 +16,7 @@ from typing import Any, TypedDict
 import pyarrow as pa
 
 from airflow_cdc_provider.changes import SYSTEM_COLUMNS, origin_of
+from airflow_cdc_provider.describe import Describable
 from airflow_cdc_provider.destinations.shape import DeleteMode, TableShape
 from airflow_cdc_provider.schema import OnSchemaChange, check_on_schema_change
 
@@ -66,7 +67,7 @@ class DestinationTransaction(ABC):
         """Write the checkpoint, refusing if another run moved it since ``read_checkpoint``, and commit."""
 
 
-class Destination(ABC):
+class Destination(Describable, ABC):
     """A table kept in sync. Constructing one does no I/O."""
 
     template_fields: Sequence[str] = ()

@@ -61,6 +61,7 @@ class BigQueryDestination(PushDownTableDestination):
     conn_name_attr = "gcp_conn_id"
     provider_hook_class = "airflow.providers.google.cloud.hooks.bigquery.BigQueryHook"
     provider_conn_arg = "gcp_conn_id"
+    template_fields = ("table", "gcp_conn_id")
 
     def __init__(
         self,

@@ -63,6 +63,7 @@ class DatabricksDestination(PushDownTableDestination):
     provider_hook_class = "airflow.providers.databricks.hooks.databricks_sql.DatabricksSqlHook"
     provider_conn_arg = "databricks_conn_id"
     merge_counts: ClassVar[tuple[str, str, str]] = ("num_inserted_rows", "num_updated_rows", "num_deleted_rows")
+    template_fields = ("table", "databricks_conn_id")
 
     def __init__(
         self,

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from airflow_cdc_provider import assets
 from airflow_cdc_provider.destinations.base import TableOptions
 from airflow_cdc_provider.destinations.sql.duckdb import DEFAULT_MEMORY_LIMIT, DuckDBDialect, connect
 from airflow_cdc_provider.destinations.sql.engine import SqlDestination
@@ -50,8 +51,7 @@ class DuckDBDestination(SqlDestination):
 
     @property
     def uri(self) -> str:
-        schema, _, table = self.table.rpartition(".")
-        return f"duckdb://{Path(self.path).absolute().as_posix()}/{schema or 'main'}/{table}"
+        return assets.duckdb_uri(self.path, self.table)
 
     @contextlib.contextmanager
     def connect(self, stream_id: str | None) -> Iterator[DuckDBDialect | None]:

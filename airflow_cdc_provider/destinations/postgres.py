@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from airflow_cdc_provider import assets
 from airflow_cdc_provider.connections import ProviderHookMixin
 from airflow_cdc_provider.destinations.base import TableOptions
 from airflow_cdc_provider.destinations.sql.engine import SqlDestination
@@ -43,6 +44,7 @@ class PostgresDestination(ProviderHookMixin, SqlDestination):
     provider_hook_class = "airflow.providers.postgres.hooks.postgres.PostgresHook"
     provider_conn_arg = "postgres_conn_id"
     provider_extra = "postgres"
+    template_fields = ("table", "postgres_conn_id")
 
     def __init__(
         self,
@@ -59,8 +61,7 @@ class PostgresDestination(ProviderHookMixin, SqlDestination):
     def uri(self) -> str:
         """The Asset URI, from the connection id (as the push-down destinations): the operator builds its outlet
         when the DAG file is parsed, where a connection lookup is slow or impossible."""
-        schema, _, table = self.table.rpartition(".")
-        return f"cdc-postgres://{self.postgres_conn_id}/{schema or 'public'}/{table}"
+        return assets.postgres_uri(self.postgres_conn_id, self.table)
 
     @contextlib.contextmanager
     def connect(self, stream_id: str | None) -> Iterator[PostgresDialect]:

@@ -30,6 +30,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from airflow_cdc_provider import assets
 from airflow_cdc_provider.change_query import ChangeQuery
 from airflow_cdc_provider.connections import ProviderHookMixin
 from airflow_cdc_provider.destinations.base import ApplyStats, Checkpoint, Destination, DestinationTransaction
@@ -111,7 +112,7 @@ class PushDownTableDestination(ProviderHookMixin, Destination):
     def uri(self) -> str:
         """The Asset URI, in a scheme of its own: the providers' asset URIs need the account or project, which
         only a connection lookup can tell (and a constructor does no I/O)."""
-        return f"cdc-{self.engine}://{getattr(self, self.conn_name_attr)}/{self.table}"
+        return assets.warehouse_uri(self.engine, getattr(self, self.conn_name_attr), self.table)
 
     @property
     def pushdown_engine(self) -> str:

@@ -65,6 +65,7 @@ class SnowflakeDestination(PushDownTableDestination):
         "number of rows updated",
         "number of rows deleted",
     )
+    template_fields = ("table", "snowflake_conn_id")
 
     def __init__(
         self, table: str, snowflake_conn_id: str = "snowflake_default", *, checkpoint_table: str = "_CDC_CHECKPOINTS"

@@ -40,9 +40,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from airflow.providers.common.compat.sdk import BaseHook
 
+from airflow_cdc_provider import assets
 from airflow_cdc_provider.change_query import ChangeQuery, snapshot_sql
 from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE, DELETE, UPSERT
 from airflow_cdc_provider.connections import ProviderHookMixin
+from airflow_cdc_provider.describe import Describable
 from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
 from airflow_cdc_provider.hooks.tables import change_batch, check_known, plain_types, require_primary_key, text_column
@@ -119,7 +121,7 @@ def translate_error(err: Exception, table: str, window: str) -> Exception | None
     return None
 
 
-class BigQueryChangeFeedHook(ProviderHookMixin, BaseHook):
+class BigQueryChangeFeedHook(ProviderHookMixin, Describable, BaseHook):
     """Changes of a BigQuery table with change history on, read through ``CHANGES`` in windows of a day at most.
 
     Connects through the Google provider's :class:`BigQueryHook`. Results come back as Arrow record batches.
@@ -137,7 +139,7 @@ class BigQueryChangeFeedHook(ProviderHookMixin, BaseHook):
     default_conn_name = "google_cloud_default"
     conn_type = "google_cloud_platform"
     hook_name = "BigQuery change history"
-    template_fields = ("table",)
+    template_fields = ("table", "gcp_conn_id")
 
     def __init__(
         self,
@@ -164,7 +166,7 @@ class BigQueryChangeFeedHook(ProviderHookMixin, BaseHook):
 
     @property
     def uri(self) -> str:
-        return f"bigquery://{self.gcp_conn_id}/{self.table}"
+        return assets.warehouse_uri("bigquery", self.gcp_conn_id, self.table)
 
     @property
     def quoted_table(self) -> str:

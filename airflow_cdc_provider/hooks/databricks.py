@@ -28,9 +28,11 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 from airflow.providers.common.compat.sdk import BaseHook
 
+from airflow_cdc_provider import assets
 from airflow_cdc_provider.change_query import ChangeQuery, snapshot_sql
 from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE, DELETE, UPSERT
 from airflow_cdc_provider.connections import ProviderHookMixin
+from airflow_cdc_provider.describe import Describable
 from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
 from airflow_cdc_provider.hooks.delta import (
@@ -78,7 +80,7 @@ def translate_error(err: Exception, table: str, start: int, end: int) -> Excepti
     return None
 
 
-class DatabricksChangeFeedHook(ProviderHookMixin, BaseHook):
+class DatabricksChangeFeedHook(ProviderHookMixin, Describable, BaseHook):
     """The change data feed of a Databricks Delta table, read through a SQL warehouse as Arrow.
 
     Connects through the Databricks provider's :class:`DatabricksSqlHook` (the existing Airflow connection).
@@ -96,7 +98,7 @@ class DatabricksChangeFeedHook(ProviderHookMixin, BaseHook):
     default_conn_name = "databricks_default"
     conn_type = "databricks"
     hook_name = "Databricks change data feed"
-    template_fields = ("table",)
+    template_fields = ("table", "databricks_conn_id")
 
     def __init__(
         self,
@@ -120,7 +122,7 @@ class DatabricksChangeFeedHook(ProviderHookMixin, BaseHook):
 
     @property
     def uri(self) -> str:
-        return f"databricks://{self.databricks_conn_id}/{self.table}"
+        return assets.warehouse_uri("databricks", self.databricks_conn_id, self.table)
 
     @property
     def quoted_table(self) -> str:

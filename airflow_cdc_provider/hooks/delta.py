@@ -28,14 +28,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from airflow.providers.common.compat.sdk import BaseHook
 
+from airflow_cdc_provider import assets, secrets
+from airflow_cdc_provider.describe import Describable
 from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
 from airflow_cdc_provider.get_provider_info import connection_form_behaviour
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
@@ -94,7 +94,7 @@ def snapshot_changes(batch: pa.RecordBatch, version: int, primary_key: Sequence[
     )
 
 
-class DeltaChangeFeedHook(BaseHook):
+class DeltaChangeFeedHook(Describable, BaseHook):
     """The change data feed of a Delta table, read from its storage (no Spark, no SQL warehouse).
 
     The table needs the feed on (``delta.enableChangeDataFeed = true``; see
@@ -112,7 +112,7 @@ class DeltaChangeFeedHook(BaseHook):
     default_conn_name = "cdc_delta_default"
     conn_type = "cdc_delta"
     hook_name = "Delta table (change data feed)"
-    template_fields = ("table_uri",)
+    template_fields = ("table_uri", "delta_conn_id")
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -129,16 +129,12 @@ class DeltaChangeFeedHook(BaseHook):
     ) -> None:
         super().__init__(**kwargs)
         self.table_uri = table_uri
-        self.storage_options = storage_options
+        self.storage_options = secrets.register("storage_options", storage_options)
         self.delta_conn_id = delta_conn_id
 
     @property
     def uri(self) -> str:
-        parts = urlsplit(self.table_uri)
-        if len(parts.scheme) <= 1:  # a path (or a Windows drive letter)
-            return "delta+" + Path(self.table_uri).absolute().as_uri()
-        netloc = parts.hostname or ""  # no user:password@ in a stream id
-        return "delta+" + urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+        return assets.storage_uri(self.table_uri)
 
     @cached_property
     def options(self) -> dict[str, str]:
@@ -147,6 +143,7 @@ class DeltaChangeFeedHook(BaseHook):
         if self.delta_conn_id:
             merged.update({k: str(v) for k, v in self.get_connection(self.delta_conn_id).extra_dejson.items()})
         merged.update(self.storage_options or {})
+        secrets.register_options(merged)  # the connection's extra too: Airflow masks only some names
         return merged
 
     def table(self, version: int | None = None) -> DeltaTable:

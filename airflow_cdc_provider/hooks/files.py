@@ -35,6 +35,7 @@ import pyarrow as pa
 from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_cdc_provider.changes import prepare_batch
+from airflow_cdc_provider.describe import Describable
 from airflow_cdc_provider.exceptions import BadChangeFileError, FileChangedError
 from airflow_cdc_provider.formats import FileFormat
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
@@ -65,7 +66,7 @@ class ChangeFile:
     identity: str
 
 
-class FileChangeFeedHook(BaseHook, ABC):
+class FileChangeFeedHook(Describable, BaseHook, ABC):
     """Base of the file-feed hooks: a store lists and fetches files, this class does the rest.
 
     :param lookback: how far behind the newest applied file to look for files that landed late

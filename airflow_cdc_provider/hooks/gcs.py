@@ -9,6 +9,7 @@ from typing import Any
 from airflow.providers.google.cloud.hooks.gcs import GCSHook
 from google.cloud.storage import Bucket
 
+from airflow_cdc_provider import assets
 from airflow_cdc_provider.exceptions import FileChangedError
 from airflow_cdc_provider.hooks.files import ChangeFile
 from airflow_cdc_provider.hooks.remote import (
@@ -37,7 +38,10 @@ class GCSChangeFeedHook(RemoteFileChangeFeedHook):
     """
 
     conn_name_attr = "gcp_conn_id"
-    template_fields: Sequence[str] = ("bucket", "prefix")
+    default_conn_name = "google_cloud_default"
+    conn_type = "google_cloud_platform"
+    hook_name = "Google Cloud Storage change files"
+    template_fields: Sequence[str] = ("bucket", "prefix", "gcp_conn_id")
 
     def __init__(
         self, bucket: str, prefix: str = "", *, gcp_conn_id: str = "google_cloud_default", **kwargs: Any
@@ -53,7 +57,7 @@ class GCSChangeFeedHook(RemoteFileChangeFeedHook):
 
     @property
     def uri(self) -> str:
-        return f"gs://{self.bucket}/{self.prefix.strip('/')}"
+        return assets.bucket_uri("gs", self.bucket, self.prefix)
 
     def list_files(self) -> Iterator[ChangeFile]:
         client = self.hook.get_conn()

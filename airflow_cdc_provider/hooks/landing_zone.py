@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 from airflow.providers.common.compat.sdk import mask_secret
 from azure.storage.blob import ContainerClient
 
+from airflow_cdc_provider import assets
 from airflow_cdc_provider.get_provider_info import connection_form_behaviour
 from airflow_cdc_provider.hooks.azure_blob import BlobContainerChangeFeedHook
 
@@ -42,7 +43,7 @@ class LandingZoneChangeFeedHook(BlobContainerChangeFeedHook):
     default_conn_name = "cdc_landing_zone_default"
     conn_type = "cdc_landing_zone"
     hook_name = "Azure data landing zone (SAS URL)"
-    template_fields: Sequence[str] = ("prefix",)
+    template_fields: Sequence[str] = ("prefix", "landing_zone_conn_id")
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -90,5 +91,4 @@ class LandingZoneChangeFeedHook(BlobContainerChangeFeedHook):
     @property
     def uri(self) -> str:
         """The container URL without the SAS: stable when the token is rotated, and free of secrets."""
-        parts = urlsplit(self.sas_url)
-        return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/{self.prefix.strip('/')}"
+        return assets.container_uri(self.sas_url, self.prefix)

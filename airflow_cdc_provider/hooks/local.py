@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from airflow_cdc_provider import assets
 from airflow_cdc_provider.exceptions import FileChangedError
 from airflow_cdc_provider.get_provider_info import connection_form_behaviour
 from airflow_cdc_provider.hooks.files import ChangeFile, FileChangeFeedHook
@@ -32,7 +33,7 @@ class LocalChangeFeedHook(FileChangeFeedHook):
     default_conn_name = "cdc_local_default"
     conn_type = "cdc_local"
     hook_name = "Local change-file folder"
-    template_fields = ("path",)
+    template_fields = ("path", "local_conn_id")
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -51,7 +52,7 @@ class LocalChangeFeedHook(FileChangeFeedHook):
 
     @property
     def uri(self) -> str:
-        return self.root.as_uri()
+        return assets.file_uri(self.root)
 
     def list_files(self) -> Iterator[ChangeFile]:
         root = self.root

@@ -8,6 +8,7 @@ from typing import Any
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
+from airflow_cdc_provider import assets
 from airflow_cdc_provider.hooks.files import ChangeFile
 from airflow_cdc_provider.hooks.remote import (
     DOWNLOAD_CHUNK_BYTES,
@@ -37,7 +38,10 @@ class S3ChangeFeedHook(RemoteFileChangeFeedHook):
     """
 
     conn_name_attr = "aws_conn_id"
-    template_fields: Sequence[str] = ("bucket", "prefix")
+    default_conn_name = "aws_default"
+    conn_type = "aws"
+    hook_name = "Amazon S3 change files"
+    template_fields: Sequence[str] = ("bucket", "prefix", "aws_conn_id")
 
     def __init__(
         self, bucket: str, prefix: str = "", *, aws_conn_id: str | None = "aws_default", **kwargs: Any
@@ -53,7 +57,7 @@ class S3ChangeFeedHook(RemoteFileChangeFeedHook):
 
     @property
     def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix.strip('/')}"
+        return assets.bucket_uri("s3", self.bucket, self.prefix)
 
     def list_files(self) -> Iterator[ChangeFile]:
         paginator = self.hook.get_conn().get_paginator("list_objects_v2")

@@ -12,6 +12,7 @@ from typing import Any
 from airflow.providers.sftp.hooks.sftp import SFTPHook
 from paramiko import SFTPClient
 
+from airflow_cdc_provider import assets
 from airflow_cdc_provider.exceptions import FileChangedError
 from airflow_cdc_provider.hooks.files import ChangeFile
 from airflow_cdc_provider.hooks.remote import RemoteFileChangeFeedHook
@@ -32,7 +33,10 @@ class SFTPChangeFeedHook(RemoteFileChangeFeedHook):
     """
 
     conn_name_attr = "sftp_conn_id"
-    template_fields: Sequence[str] = ("path",)
+    default_conn_name = "sftp_default"
+    conn_type = "sftp"
+    hook_name = "SFTP change files"
+    template_fields: Sequence[str] = ("path", "sftp_conn_id")
 
     def __init__(
         self, path: str, *, sftp_conn_id: str = "sftp_default", conn_retry_attempts: int = 3, **kwargs: Any
@@ -50,8 +54,7 @@ class SFTPChangeFeedHook(RemoteFileChangeFeedHook):
     def uri(self) -> str:
         # The host comes from the connection (no network): folder names are per server.
         conn = self.get_connection(self.sftp_conn_id)
-        port = f":{conn.port}" if conn.port and conn.port != 22 else ""
-        return f"sftp://{conn.host}{port}/{self.path.lstrip('/')}"
+        return assets.sftp_uri(conn.host or "", conn.port, self.path)
 
     def list_files(self) -> Iterator[ChangeFile]:
         with self.hook.get_managed_conn() as sftp:

@@ -43,9 +43,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from airflow.providers.common.compat.sdk import BaseHook
 
+from airflow_cdc_provider import assets
 from airflow_cdc_provider.change_query import ChangeQuery, snapshot_sql
 from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE, DELETE, UPSERT
 from airflow_cdc_provider.connections import ProviderHookMixin
+from airflow_cdc_provider.describe import Describable
 from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
 from airflow_cdc_provider.hooks.tables import (
@@ -102,7 +104,7 @@ def translate_error(err: Exception, table: str, window: str) -> Exception | None
     return None
 
 
-class SnowflakeChangeFeedHook(ProviderHookMixin, BaseHook):
+class SnowflakeChangeFeedHook(ProviderHookMixin, Describable, BaseHook):
     """Changes of a Snowflake table with change tracking on, read through the ``CHANGES`` clause.
 
     Connects through the Snowflake provider's :class:`SnowflakeHook`, so the existing Airflow connection
@@ -119,7 +121,7 @@ class SnowflakeChangeFeedHook(ProviderHookMixin, BaseHook):
     default_conn_name = "snowflake_default"
     conn_type = "snowflake"
     hook_name = "Snowflake change tracking"
-    template_fields = ("table",)
+    template_fields = ("table", "snowflake_conn_id")
 
     def __init__(self, table: str, *, snowflake_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -128,7 +130,7 @@ class SnowflakeChangeFeedHook(ProviderHookMixin, BaseHook):
 
     @property
     def uri(self) -> str:
-        return f"snowflake://{self.snowflake_conn_id}/{self.table}"
+        return assets.warehouse_uri("snowflake", self.snowflake_conn_id, self.table)
 
     @property
     def quoted_table(self) -> str:

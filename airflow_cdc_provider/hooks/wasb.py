@@ -9,6 +9,7 @@ from typing import Any
 from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
 from azure.storage.blob import ContainerClient
 
+from airflow_cdc_provider import assets
 from airflow_cdc_provider.hooks.azure_blob import BlobContainerChangeFeedHook
 
 
@@ -28,7 +29,10 @@ class WasbChangeFeedHook(BlobContainerChangeFeedHook):
     """
 
     conn_name_attr = "wasb_conn_id"
-    template_fields: Sequence[str] = ("container", "prefix")
+    default_conn_name = "wasb_default"
+    conn_type = "wasb"
+    hook_name = "Azure Blob Storage change files"
+    template_fields: Sequence[str] = ("container", "prefix", "wasb_conn_id")
 
     def __init__(self, container: str, prefix: str = "", *, wasb_conn_id: str = "wasb_default", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -47,4 +51,4 @@ class WasbChangeFeedHook(BlobContainerChangeFeedHook):
     @property
     def uri(self) -> str:
         # The account comes from the connection (no request is made): container names are per account.
-        return f"wasb://{self.container}@{self.container_client.account_name}/{self.prefix.strip('/')}"
+        return assets.bucket_uri("wasb", f"{self.container}@{self.container_client.account_name}", self.prefix)

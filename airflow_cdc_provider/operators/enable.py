@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from airflow.sdk import BaseOperator
 
+from airflow_cdc_provider import secrets
 from airflow_cdc_provider.hooks.bigquery import BigQueryChangeFeedHook
 from airflow_cdc_provider.hooks.databricks import DatabricksChangeFeedHook
 from airflow_cdc_provider.hooks.delta import CDF_PROPERTY, DeltaChangeFeedHook
@@ -43,13 +44,25 @@ class EnableDeltaChangeDataFeedOperator(BaseOperator):
         in the same session, so every table they create has the feed on).
     :param columns: for ``mode="new"``: the column definitions, e.g. ``"id BIGINT, name STRING"``. Templated.
     :param statements: for ``mode="session"``: statements to run after the ``SET`` in the same session. Templated.
-    :param databricks_conn_id: the Airflow connection to Databricks.
-    :param http_path: the SQL warehouse's HTTP path, if not in the connection.
-    :param delta_conn_id: for ``table_uri``: connection whose extra JSON holds the storage options.
-    :param storage_options: for ``table_uri``: storage options for ``deltalake``.
+    :param databricks_conn_id: the Airflow connection to Databricks. Templated.
+    :param http_path: the SQL warehouse's HTTP path, if not in the connection. Templated.
+    :param delta_conn_id: for ``table_uri``: connection whose extra JSON holds the storage options (keys, tokens,
+        SAS: keep them here). Templated.
+    :param storage_options: for ``table_uri``: storage options for ``deltalake``; any option but a region,
+        endpoint and the like (see :mod:`airflow_cdc_provider.secrets`) is a secret and masked in the logs.
     """
 
-    template_fields: Sequence[str] = ("table", "table_uri", "columns", "statements")
+    template_fields: Sequence[str] = (
+        "table",
+        "table_uri",
+        "columns",
+        "statements",
+        "databricks_conn_id",
+        "http_path",
+        "delta_conn_id",
+    )
+    template_fields_renderers: ClassVar[dict[str, str]] = {"columns": "sql", "statements": "sql"}
+    ui_color = "#f0e4d4"
 
     def __init__(
         self,
@@ -82,7 +95,7 @@ class EnableDeltaChangeDataFeedOperator(BaseOperator):
         self.databricks_conn_id = databricks_conn_id
         self.http_path = http_path
         self.delta_conn_id = delta_conn_id
-        self.storage_options = storage_options
+        self.storage_options = secrets.register("storage_options", storage_options)
 
     @cached_property
     def delta_hook(self) -> DeltaChangeFeedHook:
@@ -148,10 +161,11 @@ class EnableSnowflakeChangeTrackingOperator(BaseOperator):
     raised if it is still off.
 
     :param table: ``db.schema.table``; a plain part is upper-cased as Snowflake stores it. Templated.
-    :param snowflake_conn_id: the Airflow connection to Snowflake.
+    :param snowflake_conn_id: the Airflow connection to Snowflake. Templated.
     """
 
-    template_fields: Sequence[str] = ("table",)
+    template_fields: Sequence[str] = ("table", "snowflake_conn_id")
+    ui_color = "#e3f1fb"
 
     def __init__(self, *, table: str, snowflake_conn_id: str = "snowflake_default", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -196,11 +210,12 @@ class EnableBigQueryChangeHistoryOperator(BaseOperator):
     """Turn on change history of a BigQuery table (``ALTER TABLE ... SET OPTIONS (enable_change_history = TRUE)``).
 
     :param table: ``project.dataset.table`` (or ``dataset.table``). Templated.
-    :param gcp_conn_id: the Airflow connection to Google Cloud.
-    :param location: the dataset's location, when not the connection's default.
+    :param gcp_conn_id: the Airflow connection to Google Cloud. Templated.
+    :param location: the dataset's location, when not the connection's default. Templated.
     """
 
-    template_fields: Sequence[str] = ("table",)
+    template_fields: Sequence[str] = ("table", "gcp_conn_id", "location")
+    ui_color = "#e8f0fe"
 
     def __init__(
         self, *, table: str, gcp_conn_id: str = "google_cloud_default", location: str | None = None, **kwargs: Any

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowException, AirflowSensorTimeout, conf
 from airflow.sdk import BaseSensorOperator
 
+from airflow_cdc_provider.describe import describe
 from airflow_cdc_provider.destinations.base import Destination
 from airflow_cdc_provider.hooks.files import FileChangeFeedHook
 from airflow_cdc_provider.triggers.files import (
@@ -17,7 +18,6 @@ from airflow_cdc_provider.triggers.files import (
     is_transient,
     pending_change_files,
 )
-from airflow_cdc_provider.triggers.spec import describe
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -59,6 +59,9 @@ class NewChangeFilesSensor(BaseSensorOperator):
         self.destination = destination
         self.stream_id = stream_id
         self.deferrable = deferrable
+        if deferrable:  # at parse time: a secret passed directly cannot go to the triggerer
+            for described in (source, destination):
+                describe(described)
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from airflow.providers.common.compat.sdk import AirflowException, AirflowSensorTimeout, conf
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from airflow_cdc_provider.describe import describe
 from airflow_cdc_provider.destinations.base import Destination
 from airflow_cdc_provider.hooks.base import ChangeFeed, Cursor
-from airflow_cdc_provider.pipeline import default_stream_id
-from airflow_cdc_provider.triggers.spec import describe
+from airflow_cdc_provider.streams import stream_id_for
 from airflow_cdc_provider.triggers.table_version import TableVersionTrigger
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ class TableVersionSensor(BaseSensorOperator):
     """
 
     template_fields: Sequence[str] = ("source", "destination", "stream_id")
+    ui_color = "#e6f1f2"
 
     def __init__(
         self,
@@ -65,12 +66,12 @@ class TableVersionSensor(BaseSensorOperator):
         self.stream_id = stream_id
         self.deferrable = deferrable
         self.poll_interval = poll_interval
+        if deferrable:
+            describe(source)  # at parse time: a secret passed directly cannot go to the triggerer
 
     def applied_version(self) -> int:
         """The version the stream has applied, ``-1`` if it has none yet."""
-        checkpoint = self.destination.read_checkpoint(
-            self.stream_id or default_stream_id(self.source, self.destination)
-        )
+        checkpoint = self.destination.read_checkpoint(stream_id_for(self.source, self.destination, self.stream_id))
         version = self.source.cursor_version(checkpoint["source"]) if checkpoint else None
         return -1 if version is None else version
 
@@ -96,6 +97,9 @@ class TableVersionSensor(BaseSensorOperator):
                 timeout=timeout,
             ),
             method_name="execute_complete",
+            # Airflow's own deadline too, as the official sensors set it: a triggerer that dies with the trigger
+            # still ends the task at the sensor's timeout.
+            timeout=None if timeout is None else timedelta(seconds=timeout),
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:

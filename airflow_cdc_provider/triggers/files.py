@@ -9,11 +9,11 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_cdc_provider.describe import Spec, rebuild
 from airflow_cdc_provider.destinations.base import Destination
 from airflow_cdc_provider.hooks.files import ChangeFile, FileChangeFeedHook
 from airflow_cdc_provider.hooks.remote import http_status
-from airflow_cdc_provider.pipeline import default_stream_id
-from airflow_cdc_provider.triggers.spec import Spec, rebuild
+from airflow_cdc_provider.streams import stream_id_for
 
 FILES_IN_EVENT = 20
 """How many pending file names an event carries (the count is always exact)."""
@@ -23,7 +23,7 @@ def pending_change_files(
     source: FileChangeFeedHook, destination: Destination, stream_id: str | None = None
 ) -> list[ChangeFile]:
     """The source's files not yet applied by the stream (``stream_id`` or the operator's default), in order."""
-    checkpoint = destination.read_checkpoint(stream_id or default_stream_id(source, destination))
+    checkpoint = destination.read_checkpoint(stream_id_for(source, destination, stream_id))
     return source.pending_files(checkpoint["source"] if checkpoint else None)
 
 
@@ -63,7 +63,7 @@ class NewChangeFilesTrigger(BaseTrigger):
     sensors. A transient error (network, throttling, HTTP 5xx) is logged and retried at the next poll; a
     permanent one (bad credentials, a missing bucket) fires an ``error`` event with its cause at once.
 
-    :param source: the file feed, as :func:`~airflow_cdc_provider.triggers.spec.describe` gives it.
+    :param source: the file feed, as :func:`~airflow_cdc_provider.describe.describe` gives it.
     :param destination: the destination holding the stream's checkpoint, described likewise.
     :param stream_id: the stream whose checkpoint is compared; ``None``: the sync operator's default.
     :param poke_interval: seconds between two listings.
@@ -104,9 +104,11 @@ class NewChangeFilesTrigger(BaseTrigger):
         except Exception as err:
             yield TriggerEvent({"status": "error", "message": f"cannot rebuild the source or destination: {err}"})
             return
+        stream_id = self.stream_id
         while True:
             try:
-                pending = await asyncio.to_thread(pending_change_files, source, destination, self.stream_id)
+                stream_id = stream_id or await asyncio.to_thread(stream_id_for, source, destination)
+                pending = await asyncio.to_thread(pending_change_files, source, destination, stream_id)
             except Exception as err:
                 if not is_transient(err):
                     yield TriggerEvent({"status": "error", "message": describe_error(err)})

@@ -9,7 +9,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_cdc_provider.triggers.spec import Spec, rebuild
+from airflow_cdc_provider.describe import Spec, rebuild
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, asyncio.TimeoutError)
 
@@ -23,7 +23,7 @@ class TableVersionTrigger(BaseTrigger):
     ``timeout`` seconds passed; ``{"status": "error", "message": ...}`` on an error that is not transient.
     Transient errors (connection lost, time-outs) are logged and polled through.
 
-    :param source: the table feed, as :func:`~airflow_cdc_provider.triggers.spec.describe` gives it.
+    :param source: the table feed, as :func:`~airflow_cdc_provider.describe.describe` gives it.
     :param after_version: the version the stream has applied (``-1`` for a new stream).
     :param poll_interval: seconds between polls.
     :param timeout: seconds after which the trigger gives up with a timeout event; ``None`` waits forever.

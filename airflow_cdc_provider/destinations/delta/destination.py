@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 
+from airflow_cdc_provider import assets, secrets
 from airflow_cdc_provider.changes import RESERVED_COLUMNS
 from airflow_cdc_provider.destinations.base import (
     ApplyStats,
@@ -46,7 +47,9 @@ class DeltaDestination(ShapedDestination):
     With a ``sequence_column``, tombstones are kept in the Delta table ``<table_uri>__cdc_tombstones``.
 
     :param table_uri: the table's location: a local path, ``s3://…``, ``abfss://…``, ``gs://…``. Templated.
-    :param storage_options: the object store's options (credentials, endpoint), as ``deltalake`` takes them.
+    :param storage_options: the object store's options (region, endpoint...), as ``deltalake`` takes them. Put
+        credentials in the ``delta_conn_id`` connection: a secret given here is kept out of descriptions and logs,
+        but cannot travel to a mapped task or the triggerer.
     :param delta_conn_id: optional Airflow connection (type ``cdc_delta``) whose extra JSON holds storage options,
         so credentials stay in Airflow's connection store; ``storage_options`` is merged over it.
     :param staging_dir: the local folder for the temporary staging database; the system's temp folder by default.
@@ -56,7 +59,7 @@ class DeltaDestination(ShapedDestination):
         ``tombstone_retention``): see :class:`~airflow_cdc_provider.destinations.base.ShapedDestination`.
     """
 
-    template_fields = ("table_uri",)
+    template_fields = ("table_uri", "delta_conn_id")
 
     def __init__(
         self,
@@ -70,16 +73,14 @@ class DeltaDestination(ShapedDestination):
     ) -> None:
         super().__init__(**options)
         self.table_uri = table_uri
-        self.storage_options = storage_options
+        self.storage_options = secrets.register("storage_options", storage_options)
         self.delta_conn_id = delta_conn_id
         self.staging_dir = staging_dir
         self.memory_limit = memory_limit
 
     @property
     def uri(self) -> str:
-        if "://" in self.table_uri:
-            return self.table_uri
-        return f"file://{Path(self.table_uri).absolute().as_posix()}"
+        return assets.storage_uri(self.table_uri)
 
     @cached_property
     def options(self) -> dict[str, str] | None:
@@ -91,6 +92,7 @@ class DeltaDestination(ShapedDestination):
             extra = BaseHook.get_connection(self.delta_conn_id).extra_dejson
             merged.update({key: str(value) for key, value in extra.items()})
         merged.update(self.storage_options or {})
+        secrets.register_options(merged)  # the connection's extra too: Airflow masks only some names
         return merged or None
 
     @property
