@@ -244,14 +244,14 @@ def with_event_time(
         if if_times and not is_temporal(values.type):
             yield batch
             continue
+        if values.null_count:  # a column null throughout a file has no type: the missing value is the fault
+            row = rows + _first_index(values.is_null()) + 1
+            raise EventTimeError(f"{here}: row {row} has no value in event time column {column!r}")
         if not is_temporal(values.type):
             raise EventTimeError(
                 f"{here}: event time column {column!r} has type {values.type}; it must be a date or a timestamp "
                 "(for CSV, pin its type with FileFormat(column_types={...: pa.timestamp('us', 'UTC')}))"
             )
-        if values.null_count:
-            row = rows + _first_index(values.is_null()) + 1
-            raise EventTimeError(f"{here}: row {row} has no value in event time column {column!r}")
         if pa.types.is_timestamp(values.type) and values.type.tz is None:
             values = pc.assume_timezone(values, "UTC")
         index = batch.schema.get_field_index(CHANGE_TIME)

@@ -329,6 +329,36 @@ def test_the_operator_passes_the_sequence_column_and_reports_stale_changes(tmp_p
         )
 
 
+def test_the_operator_stamps_history_with_the_event_time_column_and_refuses_a_change_without_one(
+    tmp_path: Path,
+) -> None:
+    """With ``event_time_column``, versions are valid from the times the data says, not the files'; a change
+    without one fails naming the file and the row, applying nothing."""
+    from airflow_cdc_provider.exceptions import EventTimeError
+    from airflow_cdc_provider.operators.sync import ChangeSyncOperator
+    from tests.operator_run import execute
+
+    feed = Feed(tmp_path / "feed")
+    path = str(tmp_path / "d.duckdb")
+    operator = ChangeSyncOperator(
+        task_id="sync",
+        source=feed.source,
+        destination=DuckDBDestination(path, "items", history=True),
+        primary_key="id",
+        event_time_column="at",
+    )
+    assert "event_time_column" in operator.template_fields
+    t1, t2 = datetime(2020, 5, 1, tzinfo=timezone.utc), datetime(2020, 5, 3, tzinfo=timezone.utc)
+    feed.land([{"id": 1, "name": "a", "at": t1}, {"id": 1, "name": "b", "at": t2}], fmt="parquet")
+    execute(operator)
+    with duckdb.connect(path, read_only=True) as con:
+        versions = con.execute("SELECT name, _cdc_valid_from, _cdc_valid_to FROM items ORDER BY 2").fetchall()
+    assert versions == [("a", t1, t2), ("b", t2, None)]
+    feed.land([{"id": 2, "name": "c", "at": None}], fmt="parquet")
+    with pytest.raises(EventTimeError, match=r"001\.parquet: row 1 has no value in event time column 'at'"):
+        execute(operator)
+
+
 @pytest.mark.parametrize("targets", ["postgres"], indirect=True)
 def test_postgres_refuses_a_table_name_whose_tombstone_table_would_be_cut(target: Target, tmp_path: Path) -> None:
     """PostgreSQL cuts identifiers at 63 bytes, so two long table names would share one tombstone table."""

@@ -12,7 +12,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.tokens import TokenType
 
-from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE
+from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TIME, CHANGE_TYPE
 from airflow_cdc_provider.destinations.duckdb import DuckDBDestination
 from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, PrimaryKeyRequiredError, RetentionExpiredError
 from airflow_cdc_provider.hooks.bigquery import (
@@ -79,8 +79,14 @@ def test_tables_bigquery_mapping_update_pair_and_order() -> None:
         ]
     )
     out = bigquery_changes(rows.to_batches()[0], ["id"], "t")
-    assert out.schema.names == ["id", "name", CHANGE_TYPE, CHANGE_SEQUENCE]
+    assert out.schema.names == ["id", "name", CHANGE_TYPE, CHANGE_SEQUENCE, CHANGE_TIME]
     assert out.column(CHANGE_TYPE).to_pylist() == ["u", "d", "u", "d"]
+    assert out.column(CHANGE_TIME).to_pylist() == [
+        t,
+        t + timedelta(seconds=1),
+        t + timedelta(seconds=1),
+        t + timedelta(seconds=2),
+    ]
     base = int(t.timestamp()) * US * 2
     assert out.column(CHANGE_SEQUENCE).to_pylist() == [base + 1, base + 2 * US, base + 2 * US + 1, base + 4 * US]
 

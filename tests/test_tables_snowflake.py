@@ -11,7 +11,7 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE
+from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TIME, CHANGE_TYPE
 from airflow_cdc_provider.destinations.duckdb import DuckDBDestination
 from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, PrimaryKeyRequiredError, RetentionExpiredError
 from airflow_cdc_provider.hooks.snowflake import SnowflakeChangeFeedHook, snowflake_changes, snowflake_table_name
@@ -49,8 +49,10 @@ def _changes(ids: list[int], names: list[str], actions: list[str], updates: list
 def test_tables_snowflake_mapping_of_documented_update_pair() -> None:
     # The docs' example after the inserts: DELETE id 1; UPDATE id 2 to 'purple' (a DELETE + INSERT pair).
     rows = _changes([1, 2, 2], ["red", "blue", "purple"], ["DELETE", "DELETE", "INSERT"], [False, True, True])
-    out = snowflake_changes(rows.to_batches()[0], ["ID"], "t1")
-    assert out.schema.names == ["ID", "C1", CHANGE_TYPE, CHANGE_SEQUENCE]
+    end = datetime(2024, 6, 5, 15, 30, tzinfo=timezone.utc)
+    out = snowflake_changes(rows.to_batches()[0], ["ID"], "t1", end)
+    assert out.schema.names == ["ID", "C1", CHANGE_TYPE, CHANGE_SEQUENCE, CHANGE_TIME]
+    assert out.column(CHANGE_TIME).to_pylist() == [end] * 3  # CHANGES tells no time: the window's end
     assert out.column(CHANGE_TYPE).to_pylist() == ["d", "d", "u"]
     assert out.column(CHANGE_SEQUENCE).to_pylist() == [0, 0, 1]  # deletes before upserts in the window
 

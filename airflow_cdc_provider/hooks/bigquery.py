@@ -101,6 +101,7 @@ def bigquery_changes(batch: pa.RecordBatch, primary_key: Sequence[str], origin: 
         drop=METADATA_COLUMNS,
         primary_key=primary_key,
         origin=origin,
+        time=stamps,
     )
 
 
@@ -290,6 +291,7 @@ class BigQueryChangeFeedHook(ProviderHookMixin, Describable, BaseHook):
                             drop=(),
                             primary_key=primary_key,
                             origin=origin,
+                            time=window.end,
                         )
                     else:
                         yield bigquery_changes(batch, primary_key, origin)

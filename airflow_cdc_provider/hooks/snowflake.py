@@ -71,8 +71,11 @@ _DISABLED_HINTS = ("change tracking is not enabled",)
 _EXPIRED_HINTS = ("time travel data is not available", "beyond the allowed time travel period")
 
 
-def snowflake_changes(batch: pa.RecordBatch, primary_key: Sequence[str], origin: str) -> pa.RecordBatch:
-    """A batch of ``CHANGES(INFORMATION => DEFAULT)`` rows in the change vocabulary."""
+def snowflake_changes(
+    batch: pa.RecordBatch, primary_key: Sequence[str], origin: str, end: datetime | None = None
+) -> pa.RecordBatch:
+    """A batch of ``CHANGES(INFORMATION => DEFAULT)`` rows in the change vocabulary; ``CHANGES`` tells no time of
+    its own, so the source time of a row is its window's end, ``end``."""
     batch = plain_types(batch)
     actions = text_column(batch, ACTION_COLUMN, origin)
     check_known(actions, ACTIONS, ACTION_COLUMN, origin)
@@ -83,6 +86,7 @@ def snowflake_changes(batch: pa.RecordBatch, primary_key: Sequence[str], origin:
         drop=METADATA_COLUMNS,
         primary_key=primary_key,
         origin=origin,
+        time=end,
     )
 
 
@@ -232,7 +236,7 @@ class SnowflakeChangeFeedHook(ProviderHookMixin, Describable, BaseHook):
         if cursor is None:
             origin = f"Snowflake table {self.table} (as of {end.isoformat()})"
             pull = ChangePull(batches=iter(()), end_cursor=end_cursor, units_total=1, unit="snapshots")
-            pull.batches = self._read(self.snapshot_query(), {"end_us": end_us}, origin, pull, primary_key, True)
+            pull.batches = self._read(self.snapshot_query(), {"end_us": end_us}, origin, pull, primary_key, end, True)
             pull.names = [origin]
             return pull
         start_us = int(cursor["end_us"])
@@ -241,7 +245,7 @@ class SnowflakeChangeFeedHook(ProviderHookMixin, Describable, BaseHook):
         origin = f"Snowflake table {self.table} (changes {cursor['end']} .. {end.isoformat()})"
         pull = ChangePull(batches=iter(()), end_cursor=end_cursor, units_total=1, unit="windows")
         params = {"start_us": start_us, "end_us": end_us}
-        pull.batches = self._read(self.changes_query(), params, origin, pull, primary_key, False)
+        pull.batches = self._read(self.changes_query(), params, origin, pull, primary_key, end, False)
         pull.names = [origin]
         return pull
 
@@ -252,6 +256,7 @@ class SnowflakeChangeFeedHook(ProviderHookMixin, Describable, BaseHook):
         origin: str,
         pull: ChangePull,
         primary_key: Sequence[str],
+        end: datetime,
         snapshot: bool,
     ) -> Iterator[pa.RecordBatch]:
         try:
@@ -269,9 +274,10 @@ class SnowflakeChangeFeedHook(ProviderHookMixin, Describable, BaseHook):
                                 drop=(),
                                 primary_key=primary_key,
                                 origin=origin,
+                                time=end,
                             )
                         else:
-                            yield snowflake_changes(batch, primary_key, origin)
+                            yield snowflake_changes(batch, primary_key, origin, end)
         except Exception as err:
             translated = translate_error(err, self.table, origin)
             if translated is None:

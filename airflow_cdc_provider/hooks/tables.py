@@ -17,6 +17,7 @@ it and wins. Dropping it would be right only for updates that keep the key.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -56,6 +57,7 @@ def change_batch(
     primary_key: Sequence[str],
     origin: str,
     keep: pa.Array | None = None,
+    time: pa.Array | datetime | None = None,
 ) -> pa.RecordBatch:
     """The batch in the change vocabulary.
 
@@ -66,11 +68,14 @@ def change_batch(
     :param primary_key: the key columns; each must be present and non-null.
     :param origin: the table (and version or window) the rows came from, named in errors.
     :param keep: optional boolean per row; rows where it is false are left out.
+    :param time: when the source says each row changed (its ``_change_time``), or one time for all.
     """
     if keep is not None:
         batch, upsert = batch.filter(keep), upsert.filter(keep)
         if isinstance(position, (pa.Array, pa.ChunkedArray)):
             position = position.filter(keep)
+        if isinstance(time, (pa.Array, pa.ChunkedArray)):
+            time = time.filter(keep)
     user_columns = batch.drop_columns([name for name in drop if name in batch.schema.names])
     check_keys(user_columns, primary_key, origin=origin)
     upsert = upsert.cast(pa.bool_())
@@ -78,7 +83,7 @@ def change_batch(
         position = pa.array([position] * batch.num_rows, type=pa.int64())
     sequence = pc.add(pc.multiply(position.cast(pa.int64()), 2), upsert.cast(pa.int64()))
     change_types = pc.if_else(upsert, pa.scalar(UPSERT), pa.scalar(DELETE))
-    return with_change_columns(user_columns, change_types, sequence, origin=origin)
+    return with_change_columns(user_columns, change_types, sequence, origin=origin, change_time=time)
 
 
 def text_column(batch: pa.RecordBatch, name: str, origin: str) -> pa.Array:

@@ -48,7 +48,12 @@ class ChangeSyncOperator(BaseOperator):
         timestamp written by the source), for feeds whose files can arrive out of order. The destination keeps
         it per key, and for deleted keys in a tombstone, so a change older than what it holds is skipped and
         counted as ``rows_skipped_stale``; at an equal value the later delivered change wins. Every change,
-        deletes included, must carry a value. ``mode="cdc"`` only; not for push-down destinations. Templated.
+        deletes included, must carry a value. ``mode="cdc"`` only; not for push-down destinations. A timestamp
+        sequence column is also the changes' source time (below). Templated.
+    :param event_time_column: a timestamp column of the data saying when each change happened at the source:
+        soft deletes (``_cdc_deleted_at``) and history (``_cdc_valid_from`` / ``_cdc_valid_to``) are stamped with
+        it instead of the source's own time (a file's last-modified time, a commit's timestamp). Every change,
+        deletes included, must carry a value. Templated.
     :param full_refresh: re-read the source from the start and rebuild the table. ``None`` (default) takes
         the DAG param ``full_refresh``, which a run triggered from the UI may set: ``true``/``false`` (a boolean,
         or the strings ``"true"``, ``"false"``, ``"1"``, ``"0"`` that conf without a typed param gives); any other
@@ -69,6 +74,7 @@ class ChangeSyncOperator(BaseOperator):
         "timestamp_column",
         "stream_id",
         "sequence_column",
+        "event_time_column",
     )
     ui_color = "#c9e4ca"
 
@@ -83,6 +89,7 @@ class ChangeSyncOperator(BaseOperator):
         stream_id: str | None = None,
         full_refresh: bool | None = None,
         sequence_column: str | None = None,
+        event_time_column: str | None = None,
         **kwargs: Any,
     ) -> None:
         # Mapped tasks get plain JSON descriptions: Airflow serializes expanded values, and an object's repr
@@ -108,9 +115,17 @@ class ChangeSyncOperator(BaseOperator):
         self.stream_id = stream_id
         self.full_refresh = full_refresh
         self.sequence_column = sequence_column
+        self.event_time_column = event_time_column
         self._summary: SyncSummary | None = None  # the last execute's, for OpenLineage
         # fail at parse time, not at run time
-        SyncSpec("check", self._key_columns(), mode, timestamp_column, sequence_column=sequence_column)
+        SyncSpec(
+            "check",
+            self._key_columns(),
+            mode,
+            timestamp_column,
+            sequence_column=sequence_column,
+            event_time_column=event_time_column,
+        )
 
     @property
     def destination_asset(self) -> Asset:
@@ -128,6 +143,7 @@ class ChangeSyncOperator(BaseOperator):
             mode=self.mode,
             timestamp_column=self.timestamp_column,
             sequence_column=self.sequence_column or None,
+            event_time_column=self.event_time_column or None,
         )
         summary = run_sync(self.source, self.destination, spec, full_refresh=full_refresh, logger=self.log)
         self._summary = summary

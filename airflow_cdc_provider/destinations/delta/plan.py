@@ -44,8 +44,8 @@ class Plan:
     """What :mod:`.write` will commit.
 
     :param shape: how the table keeps deletes and history.
-    :param now: the run's transaction time: ``_cdc_deleted_at``, ``_cdc_valid_from`` and ``_cdc_valid_to`` of
-        everything it writes.
+    :param now: the run's transaction time: ``_cdc_loaded_at`` of what it writes, and a full refresh's closing
+        time.
     :param rebuild: a full refresh that rewrites the table.
     :param keep_history: a full refresh of a history table: its past stays, every current version closes.
     """
