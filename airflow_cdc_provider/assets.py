@@ -32,14 +32,12 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
 
+from airflow_cdc_provider.exceptions import AssetUriError
+
 OWN_SCHEMES = ("duckdb", "cdc-postgres", "cdc-snowflake", "cdc-bigquery", "cdc-databricks")
 """The asset URI schemes this provider owns and registers :func:`sanitize_uri` for."""
 SFTP_PORT = 22
 _PATH_SAFE = "/:@!$&'()*+,;=~"  # reserved characters that mean nothing special in a path
-
-
-class AssetUriError(ValueError):
-    """A URI of one of this provider's schemes lacks a part; the message says which and the expected form."""
 
 
 def _path(path: str) -> str:

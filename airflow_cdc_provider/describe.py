@@ -24,18 +24,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from airflow_cdc_provider import secrets
-from airflow_cdc_provider.exceptions import ChangeFeedError
+from airflow_cdc_provider.exceptions import NotDescribableError, SecretInDescriptionError
 
 Spec = dict[str, Any]
 _SCALARS = (str, int, float, bool, type(None))
-
-
-class NotDescribableError(ChangeFeedError, TypeError):
-    """An object cannot be described for Airflow to store; the message names the argument and what to do."""
-
-
-class SecretInDescriptionError(NotDescribableError):
-    """A secret was passed straight to a constructor, and the description would carry it into Airflow's database."""
 
 
 class Describable:

@@ -97,3 +97,34 @@ class PushDownOnlyError(ChangeFeedError, TypeError):
 
 class PushDownOptionError(ChangeFeedError, ValueError):
     """A sync option that push-down does not offer (``sequence_column``) was asked of a push-down sync."""
+
+
+class CredentialsRefusedError(ChangeFeedError):
+    """The store refused the connection's credentials; nothing was read. Fix the connection and run again."""
+
+
+class LandingZoneSasError(ChangeFeedError, ValueError):
+    """The landing-zone connection does not hold a usable container SAS URL; the message says what to set."""
+
+
+class NotDescribableError(ChangeFeedError, TypeError):
+    """An object cannot be described for Airflow to store; the message names the argument and what to do."""
+
+
+class SecretInDescriptionError(NotDescribableError):
+    """A secret was passed straight to a constructor, and the description would carry it into Airflow's database."""
+
+
+class AssetUriError(ChangeFeedError, ValueError):
+    """A URI of one of this provider's schemes lacks a part; the message says which and the expected form."""
+
+
+class InvalidParamError(ChangeFeedError, ValueError):
+    """A run's param (from the Trigger form or the REST API's conf) has a value it cannot mean."""
+
+
+class SourceStateError(ChangeFeedError, RuntimeError):
+    """A source answered something the sync cannot go on from (no version, no such table, an unfinished copy).
+
+    Nothing was applied; the message names the table or file and what it answered.
+    """

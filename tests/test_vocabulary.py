@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 from pathlib import Path
 
 import duckdb
@@ -146,3 +147,31 @@ def test_unknown_suffix_and_gzipped_parquet_are_refused(tmp_path: Path) -> None:
     assert FileFormat().format_of("notes.txt") is None
     with pytest.raises(BadChangeFileError, match="gzip around Parquet"):
         list(FileFormat().read(str(tmp_path / "x.parquet.gz"), "x.parquet.gz"))
+
+
+def test_every_error_of_the_package_is_a_change_feed_error() -> None:
+    """Callers catch ``ChangeFeedError`` for anything the provider raises on purpose (a built-in base is kept where
+    callers catch one: ValueError, TypeError, RuntimeError)."""
+    import inspect
+
+    import airflow_cdc_provider.exceptions as exceptions
+    from airflow_cdc_provider.exceptions import ChangeFeedError
+
+    errors = [value for value in vars(exceptions).values() if inspect.isclass(value) and issubclass(value, Exception)]
+    assert len(errors) > 20
+    assert all(issubclass(error, ChangeFeedError) for error in errors), [
+        error for error in errors if not issubclass(error, ChangeFeedError)
+    ]
+    package = Path(exceptions.__file__).parent
+    elsewhere = [
+        path.relative_to(package).as_posix()
+        for path in package.rglob("*.py")
+        if path.name != "exceptions.py" and re.search(r"^class \w+(Error|Exception)\(", path.read_text(), re.M)
+    ]
+    assert elsewhere == [], f"errors are defined in exceptions.py only: {elsewhere}"
+    raised = [
+        path.relative_to(package).as_posix()
+        for path in package.rglob("*.py")
+        if re.search(r"raise (RuntimeError|Exception)\(", path.read_text())
+    ]
+    assert raised == [], f"a bare RuntimeError or Exception is raised in {raised}: name it in exceptions.py"

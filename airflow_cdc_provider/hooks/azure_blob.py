@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from azure.core import MatchConditions
 from azure.storage.blob import ContainerClient
 
+from airflow_cdc_provider.exceptions import SourceStateError
 from airflow_cdc_provider.hooks.files import ChangeFile
 from airflow_cdc_provider.hooks.remote import (
     RemoteFileChangeFeedHook,
@@ -72,7 +73,9 @@ def move_blob_file(container: ContainerClient, prefix: str, file: ChangeFile, pa
         time.sleep(0.5)
         status = target.get_blob_properties().copy.status
     if status != "success":
-        raise RuntimeError(f"copying {source.blob_name} to {target.blob_name} ended {status!r}; it is left in place")
+        raise SourceStateError(
+            f"copying {source.blob_name} to {target.blob_name} ended {status!r}; it is left in place"
+        )
     remove_blob_file(container, prefix, file)
 
 

@@ -45,7 +45,7 @@ from airflow_cdc_provider.change_query import ChangeQuery, snapshot_sql
 from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE, DELETE, UPSERT
 from airflow_cdc_provider.connections import ProviderHookMixin
 from airflow_cdc_provider.describe import Describable
-from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
+from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError, SourceStateError
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
 from airflow_cdc_provider.hooks.tables import change_batch, check_known, plain_types, require_primary_key, text_column
 from airflow_cdc_provider.sql import backquote, bigquery_table_name
@@ -227,7 +227,7 @@ class BigQueryChangeFeedHook(ProviderHookMixin, Describable, BaseHook):
         """When the table was last modified, in microseconds since the epoch (for sensors)."""
         table = self._client().get_table(self.table)
         if table.modified is None:
-            raise RuntimeError(f"BigQuery table {self.table} reports no modification time")
+            raise SourceStateError(f"BigQuery table {self.table} reports no modification time")
         return _micros(_truncate(table.modified))
 
     @staticmethod

@@ -33,7 +33,7 @@ from airflow_cdc_provider.change_query import ChangeQuery, snapshot_sql
 from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE, DELETE, UPSERT
 from airflow_cdc_provider.connections import ProviderHookMixin
 from airflow_cdc_provider.describe import Describable
-from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
+from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError, SourceStateError
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
 from airflow_cdc_provider.hooks.delta import (
     CHANGE_TYPE_COLUMN,
@@ -186,7 +186,7 @@ class DatabricksChangeFeedHook(ProviderHookMixin, Describable, BaseHook):
             names = [column[0] for column in cursor.description]
             row = cursor.fetchone()
         if row is None:
-            raise RuntimeError(f"DESCRIBE HISTORY {self.table} returned no version")
+            raise SourceStateError(f"DESCRIBE HISTORY {self.table} returned no version")
         return int(row[names.index("version")])
 
     @staticmethod

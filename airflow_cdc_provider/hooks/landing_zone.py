@@ -17,12 +17,9 @@ from airflow.providers.common.compat.sdk import mask_secret
 from azure.storage.blob import ContainerClient
 
 from airflow_cdc_provider import assets
+from airflow_cdc_provider.exceptions import LandingZoneSasError
 from airflow_cdc_provider.get_provider_info import connection_form_behaviour
 from airflow_cdc_provider.hooks.azure_blob import BlobContainerChangeFeedHook
-
-
-class LandingZoneSasError(ValueError):
-    """The landing-zone connection does not hold a usable container SAS URL; the message says what to set."""
 
 
 class LandingZoneChangeFeedHook(BlobContainerChangeFeedHook):

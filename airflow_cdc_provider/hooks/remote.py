@@ -14,16 +14,12 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow_cdc_provider.exceptions import ChangeFeedError, FileChangedError
+from airflow_cdc_provider.exceptions import CredentialsRefusedError, FileChangedError
 from airflow_cdc_provider.hooks.files import ChangeFile, FileChangeFeedHook
 
 DOWNLOAD_CHUNK_BYTES = 8 * 1024 * 1024
 # What the provider SDKs raise when a store refuses the credentials (beside HTTP 401/403).
 _REFUSED = {"AuthenticationException", "RefreshError", "ClientAuthenticationError", "NoCredentialsError"}
-
-
-class CredentialsRefusedError(ChangeFeedError):
-    """The store refused the connection's credentials; nothing was read. Fix the connection and run again."""
 
 
 class RemoteFileChangeFeedHook(FileChangeFeedHook):

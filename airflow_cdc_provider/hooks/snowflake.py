@@ -48,7 +48,7 @@ from airflow_cdc_provider.change_query import ChangeQuery, snapshot_sql
 from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE, DELETE, UPSERT
 from airflow_cdc_provider.connections import ProviderHookMixin
 from airflow_cdc_provider.describe import Describable
-from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
+from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError, SourceStateError
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
 from airflow_cdc_provider.hooks.tables import (
     change_batch,
@@ -219,7 +219,7 @@ class SnowflakeChangeFeedHook(ProviderHookMixin, Describable, BaseHook):
             cursor.execute(self.last_altered_query(), params)
             row = cursor.fetchone()
         if row is None or row[0] is None:
-            raise RuntimeError(f"Snowflake table {self.table} was not found in INFORMATION_SCHEMA.TABLES")
+            raise SourceStateError(f"Snowflake table {self.table} was not found in INFORMATION_SCHEMA.TABLES")
         return int(row[0])
 
     @staticmethod

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from airflow.sdk import BaseOperator
 
 from airflow_cdc_provider import secrets
+from airflow_cdc_provider.exceptions import SourceStateError
 from airflow_cdc_provider.hooks.bigquery import BigQueryChangeFeedHook
 from airflow_cdc_provider.hooks.databricks import DatabricksChangeFeedHook
 from airflow_cdc_provider.hooks.delta import CDF_PROPERTY, DeltaChangeFeedHook
@@ -184,7 +185,7 @@ class EnableSnowflakeChangeTrackingOperator(BaseOperator):
         self._execute(f"ALTER TABLE {snowflake_table_name(self.table)} SET CHANGE_TRACKING = TRUE", None)
         after = self._tracking()
         if after != "ON":
-            raise RuntimeError(f"Snowflake table {self.table}: change_tracking is {after} after ALTER TABLE")
+            raise SourceStateError(f"Snowflake table {self.table}: change_tracking is {after} after ALTER TABLE")
         self.log.info("Snowflake table %s: change tracking on", self.table)
         return {"enabled": True, "changed": True, "found": found}
 
@@ -197,7 +198,7 @@ class EnableSnowflakeChangeTrackingOperator(BaseOperator):
             record = dict(zip(names, row, strict=False))
             if record.get("name") == name:
                 return str(record.get("change_tracking", "OFF")).upper()
-        raise RuntimeError(f"Snowflake table {self.table} not found (SHOW TABLES LIKE '{name}'{scope})")
+        raise SourceStateError(f"Snowflake table {self.table} not found (SHOW TABLES LIKE '{name}'{scope})")
 
     def _execute(self, sql: str, params: dict[str, Any] | None) -> tuple[list[str], list[tuple[Any, ...]]]:
         with self.hook.cursor() as cursor:

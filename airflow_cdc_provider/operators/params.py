@@ -5,15 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_cdc_provider.describe import Describable
-from airflow_cdc_provider.exceptions import ChangeFeedError
+from airflow_cdc_provider.exceptions import InvalidParamError
 
 _TRUE = ("true", "1")
 _FALSE = ("false", "0")
 _TEMPLATE_MARKS = ("{{", "{%")
-
-
-class InvalidParamError(ChangeFeedError, ValueError):
-    """A run's param (from the Trigger form or the REST API's conf) has a value it cannot mean."""
 
 
 def read_flag(value: Any, name: str) -> bool:
