@@ -194,7 +194,7 @@ class DeltaChangeFeedHook(BaseHook):
         commits = self._checked_commits(start, end)
         pull = ChangePull(batches=iter(()), end_cursor=end_cursor, units_total=end - start + 1, unit="versions")
         pull.names = [f"versions {start}..{end}"]
-        pull.batches = self._changes(commits, self._layout(table), primary_key, pull)
+        pull.batches = self._changes(commits, table_layout(table), primary_key, pull)
         return pull
 
     # -- reading -----------------------------------------------------------------------------------
@@ -222,7 +222,7 @@ class DeltaChangeFeedHook(BaseHook):
         start, end = commits[0].version, commits[-1].version
         origin = f"{self.table_uri} (change data feed, versions {start}..{end})"
         try:
-            for batch in change_batches(commits, self._storage, layout, self.table_uri):
+            for batch in change_batches(commits, self.storage, layout, self.table_uri):
                 if batch.num_rows:
                     yield delta_changes(batch, primary_key, origin)
         except FileGoneError as err:
@@ -230,7 +230,7 @@ class DeltaChangeFeedHook(BaseHook):
         pull.units_done = end - start + 1
 
     @cached_property
-    def _storage(self) -> TableStorage:
+    def storage(self) -> TableStorage:
         """The table's files, through deltalake's object store (the same storage options as the table)."""
         from deltalake.fs import DeltaStorageHandler
         from pyarrow.fs import PyFileSystem
@@ -243,17 +243,6 @@ class DeltaChangeFeedHook(BaseHook):
         parts = urlsplit(self.table_uri)
         return Path(self.table_uri).absolute().as_uri() if len(parts.scheme) <= 1 else self.table_uri
 
-    def _layout(self, table: DeltaTable) -> TableLayout:
-        """How the files of the table (at the range's end) map to its columns."""
-        metadata, protocol = table.metadata(), table.protocol()
-        mode = metadata.configuration.get(MAPPING_MODE_PROPERTY, "none").strip().lower()
-        honoured = protocol.min_reader_version == 2 or "columnMapping" in (protocol.reader_features or [])
-        return TableLayout(
-            schema=pa.schema(table.schema().to_arrow()),
-            partition_columns=tuple(metadata.partition_columns),
-            mapping_mode=mode if honoured else "none",
-        )
-
     # -- checks --------------------------------------------------------------------------------------
 
     def _checked_commits(self, start: int, end: int) -> list[Commit]:
@@ -261,7 +250,7 @@ class DeltaChangeFeedHook(BaseHook):
         at_start = self.table(start)
         protocol = at_start.protocol()
         try:
-            commits = read_commits(self._storage, start, end, self.table_uri)
+            commits = read_commits(self.storage, start, end, self.table_uri)
         except FileGoneError as err:
             raise self._expired(start, end, f"{err}: the log was cleaned up") from err
         check_commits(
@@ -314,6 +303,19 @@ class DeltaChangeFeedHook(BaseHook):
                 "its log cleaned up, run a full refresh; if the table uses a feature deltalake does not read, "
                 "read it through Databricks (DatabricksChangeFeedHook)."
             ) from err
+
+
+def table_layout(table: DeltaTable) -> TableLayout:
+    """How the files of a table (at the version loaded) map to its columns."""
+    metadata, protocol = table.metadata(), table.protocol()
+    mode = metadata.configuration.get(MAPPING_MODE_PROPERTY, "none").strip().lower()
+    # The property counts only where the protocol has the feature (reader version 2, or 3 listing it).
+    honoured = protocol.min_reader_version == 2 or "columnMapping" in (protocol.reader_features or [])
+    return TableLayout(
+        schema=pa.schema(table.schema().to_arrow()),
+        partition_columns=tuple(metadata.partition_columns),
+        mapping_mode=mode if honoured else "none",
+    )
 
 
 def _next(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:

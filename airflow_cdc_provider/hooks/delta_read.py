@@ -145,20 +145,26 @@ def _to_logical(array: pa.Array, field: pa.Field, layout: TableLayout) -> pa.Arr
         return pa.StructArray.from_arrays(
             children, fields=[target.field(i).remove_metadata() for i in range(target.num_fields)], mask=array.is_null()
         ).cast(target)
-    if pa.types.is_list(target) or pa.types.is_large_list(target):
-        if (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)) and pa.types.is_struct(
-            target.value_type
-        ):
-            values = _to_logical(array.flatten(), target.value_field, layout)
-            offsets = pc.subtract(array.offsets, array.offsets[0])
-            rebuilt = type(array).from_arrays(offsets, values, mask=array.is_null())
-            return rebuilt.cast(target)
+    if _is_list(target) and _is_list(array.type):
+        offsets = pc.subtract(array.offsets, array.offsets[0])
+        values = _to_logical(array.flatten(), target.value_field, layout)
+        return type(array).from_arrays(offsets, values, mask=array.is_null()).cast(target)
+    if pa.types.is_map(target) and pa.types.is_map(array.type):
+        first, last = array.offsets[0].as_py(), array.offsets[-1].as_py()
+        offsets = pc.subtract(array.offsets, first)  # ``keys``/``items`` ignore a slice: cut them to it
+        keys = _to_logical(array.keys.slice(first, last - first), target.key_field, layout)
+        items = _to_logical(array.items.slice(first, last - first), target.item_field, layout)
+        return pa.MapArray.from_arrays(offsets, keys, items, mask=array.is_null()).cast(target)
     try:
         return array.cast(target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
         raise DeltaTableReadError(
             f"column {field.name!r} holds {array.type}, which does not convert to the table's type {target} ({err})"
         ) from err
+
+
+def _is_list(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_list(kind) or pa.types.is_large_list(kind))
 
 
 def _partition_array(values: dict[str, str | None], physical: str, field: pa.Field, rows: int) -> pa.Array:
