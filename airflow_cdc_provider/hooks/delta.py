@@ -247,12 +247,12 @@ class DeltaChangeFeedHook(BaseHook):
 
     def _checked_commits(self, start: int, end: int) -> list[Commit]:
         """The log entries of ``start .. end``, refused unless the feed covers them and their features are known."""
-        at_start = self.table(start)
-        protocol = at_start.protocol()
-        try:
+        try:  # first: a cleaned-up log is a retention error, whatever deltalake says of the version
             commits = read_commits(self.storage, start, end, self.table_uri)
         except FileGoneError as err:
             raise self._expired(start, end, f"{err}: the log was cleaned up") from err
+        at_start = self.table(start)
+        protocol = at_start.protocol()
         check_commits(
             commits,
             configuration=dict(at_start.metadata().configuration),
@@ -292,17 +292,20 @@ class DeltaChangeFeedHook(BaseHook):
                 f"No Delta table at {self.table_uri} (no readable _delta_log): check table_uri and the storage "
                 f"options or connection ({err})"
             ) from err
-        except DeltaProtocolError as err:
+        except DeltaError as err:
+            # delta-kernel-rs reports a feature it does not read as "Unsupported: Feature 'x' is not supported".
+            if not isinstance(err, DeltaProtocolError) and "unsupported" not in str(err).lower():
+                raise DeltaTableReadError(
+                    f"Delta table {self.table_uri}: deltalake cannot {what} ({err}). If a version was vacuumed or "
+                    "its log cleaned up, run a full refresh; if the table uses a feature deltalake does not read, "
+                    "read it through Databricks (DatabricksChangeFeedHook)."
+                ) from err
             raise UnsupportedTableFeatureError(
                 f"Delta table {self.table_uri}: deltalake cannot {what} ({err}). Read the table through "
                 "Databricks instead (DatabricksChangeFeedHook)."
             ) from err
-        except (DeltaError, pa.ArrowException, OSError) as err:
-            raise DeltaTableReadError(
-                f"Delta table {self.table_uri}: deltalake cannot {what} ({err}). If a version was vacuumed or "
-                "its log cleaned up, run a full refresh; if the table uses a feature deltalake does not read, "
-                "read it through Databricks (DatabricksChangeFeedHook)."
-            ) from err
+        except (pa.ArrowException, OSError) as err:
+            raise DeltaTableReadError(f"Delta table {self.table_uri}: deltalake cannot {what} ({err})") from err
 
 
 def table_layout(table: DeltaTable) -> TableLayout:

@@ -93,7 +93,7 @@ def _logical_batch(
     arrays, fields = [], []
     for field in layout.schema:
         if field.name in partition:
-            array = _partition_array(scan.file.partition_values, layout.physical_name(field), field, batch.num_rows)
+            array = partition_array(scan.file.partition_values, layout.physical_name(field), field, batch.num_rows)
         else:
             source = by_key.get(_key(field, layout))
             array = (
@@ -167,7 +167,7 @@ def _is_list(kind: pa.DataType) -> bool:
     return bool(pa.types.is_list(kind) or pa.types.is_large_list(kind))
 
 
-def _partition_array(values: dict[str, str | None], physical: str, field: pa.Field, rows: int) -> pa.Array:
+def partition_array(values: dict[str, str | None], physical: str, field: pa.Field, rows: int) -> pa.Array:
     """A partition column from its serialized value (the protocol's "Partition Value Serialization")."""
     text = values.get(physical, values.get(str(field.name)))
     if text is None or text == "":
