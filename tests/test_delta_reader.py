@@ -29,7 +29,7 @@ _Z85 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?
 def _z85_encode(data: bytes) -> str:
     """Z85 per its spec (ZeroMQ RFC 32): each big-endian 32-bit word as 5 base-85 digits, most significant first."""
     data += b"\0" * (-len(data) % 4)
-    text = []
+    text: list[str] = []
     for (word,) in struct.iter_unpack(">I", data):
         text.extend(_Z85[word // 85**power % 85] for power in range(4, -1, -1))
     return "".join(text)
