@@ -145,7 +145,7 @@ def change_batches(
                 for batch in read_scan(
                     storage.open_file, scan, layout, lambda dv: deleted_rows(dv, storage.read_range)
                 ):
-                    version = pa.array([commit.version] * batch.num_rows, pa.int64())
+                    version = pa.repeat(pa.scalar(commit.version, pa.int64()), batch.num_rows)
                     yield batch.append_column(COMMIT_VERSION_COLUMN, version)
             except FileNotFoundError as err:
                 raise FileGoneError(scan.file.path, commit.version) from err

@@ -72,7 +72,7 @@ def read_scan(
     with open_file(scan.file.path) as handle:
         parquet = pq.ParquetFile(handle)
         offset = 0
-        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, use_threads=False):
+        for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
             rows = batch.num_rows
             mask = _selection(offset, rows, only, skip)
             offset += rows
@@ -108,7 +108,7 @@ def _logical_batch(
             raise DeltaTableReadError(f"change data file {scan.file.path} has no {CHANGE_TYPE_COLUMN} column")
         arrays.append(batch.column(CHANGE_TYPE_COLUMN).cast(pa.string()))
     else:
-        arrays.append(pa.array([scan.change_type] * batch.num_rows, pa.string()))
+        arrays.append(pa.repeat(pa.scalar(scan.change_type, pa.string()), batch.num_rows))
     fields.append(pa.field(CHANGE_TYPE_COLUMN, pa.string()))
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
