@@ -74,7 +74,7 @@ DELETE_TYPES = ("DELETE", "UPDATE_PREIMAGE")
 
 
 def delta_changes(batch: pa.RecordBatch, primary_key: Sequence[str], origin: str) -> pa.RecordBatch:
-    """A batch of Delta change data feed rows (``table_changes`` / ``load_cdf``) in the change vocabulary."""
+    """A batch of Delta change data feed rows (``table_changes`` or this hook's own reader) in the change vocabulary."""
     batch = plain_types(batch)
     kinds = text_column(batch, CHANGE_TYPE_COLUMN, origin)
     check_known(kinds, UPSERT_TYPES + DELETE_TYPES, CHANGE_TYPE_COLUMN, origin)

@@ -2,9 +2,11 @@
 
 Why not deltalake's ``load_cdf``: deltalake 1.6 refuses the feed of column-mapped tables (Databricks maps columns
 of any table that ever renamed or dropped one) and cannot find files whose paths hold ``%`` escapes (Spark writes
-them for timestamp partitions). delta-kernel-rs reads both; the one Python package exposing its feed
-(``polars-deltalake``) holds a whole data file in memory and drops map types. This reader reads one
-batch at a time with pyarrow, through deltalake's object store (the same storage options).
+them for timestamp partitions). delta-kernel-rs reads both, but the one Python package exposing its feed
+(``polars-deltalake``) needs memory that grows with a data file (peak 545 MiB for a 6M-row file, 806 MiB for 12M;
+this reader adds ~255 MiB for 12M and 24M rows alike), is 3-4 times slower than deltalake, and turns maps into
+lists. This reader reads one Parquet batch at a time with pyarrow, through deltalake's object store (the same
+storage options).
 
 What a version holds: see :mod:`~airflow_cdc_provider.hooks.delta_log` (which files and rows) and
 :mod:`~airflow_cdc_provider.hooks.delta_read` (rows in the logical schema). The feed must be on at the first
