@@ -11,7 +11,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE
@@ -268,6 +268,7 @@ def _apply(path: str, op: tuple, model: dict[int, tuple[str, int, dict | None]],
 
 @settings(max_examples=12, deadline=None)
 @given(ops=_ops)
+@example(ops=[("delete", 2, 0), ("delete", 2, 1)])  # every row gone before the first sync
 def test_tables_delta_column_mapped_table_syncs_to_the_model(ops: list[tuple]) -> None:
     """deltalake can write column-mapped tables (name mode) but not read their feed: this hook reads it."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -280,7 +281,9 @@ def test_tables_delta_column_mapped_table_syncs_to_the_model(ops: list[tuple]) -
                 continue
             run_sync(DeltaChangeFeedHook(path), DuckDBDestination(str(db), "target"), SPEC)
             with duckdb.connect(str(db), read_only=True) as con:
-                got = con.sql('SELECT id, "Full Name", part, info FROM "target"').fetchall()
+                tables = con.sql("SELECT 1 FROM information_schema.tables WHERE table_name = 'target'").fetchall()
+                # No row seen yet: the destination has not created its table (an empty first snapshot).
+                got = con.sql('SELECT id, "Full Name", part, info FROM "target"').fetchall() if tables else []
             assert sorted(got) == sorted((i, *row) for i, row in model.items()), ops
 
 
