@@ -29,7 +29,7 @@ import pytest
 from deltalake import DeltaTable, QueryBuilder
 
 from airflow_cdc_provider.destinations.duckdb import DuckDBDestination
-from airflow_cdc_provider.exceptions import ChangeFeedError, ChangeTrackingDisabledError
+from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, DeltaTableReadError
 from airflow_cdc_provider.hooks.delta import DeltaChangeFeedHook, table_layout
 from airflow_cdc_provider.hooks.delta_feed import change_batches, read_commits
 from airflow_cdc_provider.pipeline import SyncSpec, run_sync
@@ -200,7 +200,8 @@ def test_corpus_table_without_feed_syncs_its_snapshot_then_stops(tmp_path: Path,
 
 
 def test_corpus_invalid_protocol_is_a_named_error(tmp_path: Path) -> None:
-    with pytest.raises(ChangeFeedError, match="simple_table_features"):
+    # Its protocol lists reader features under reader version 5: neither deltalake nor a Delta reader may read it.
+    with pytest.raises(DeltaTableReadError, match=r"rs\.simple_table_features: deltalake cannot load .*protocol"):
         _sync(CORPUS / "rs.simple_table_features", tmp_path / "dest.duckdb", "id")
 
 
