@@ -128,3 +128,15 @@ class SourceStateError(ChangeFeedError, RuntimeError):
 
     Nothing was applied; the message names the table or file and what it answered.
     """
+
+
+class DeltaTableReadError(ChangeFeedError):
+    """A Delta table's log or data files cannot be read as the Delta protocol describes them (a malformed log
+    entry or deletion vector, a data file whose columns do not fit the table's schema). Nothing was applied; the
+    message names the table, the version and the file."""
+
+
+class UnsupportedTableFeatureError(ChangeFeedError):
+    """The source table uses a feature this provider cannot read its changes through (for Delta: a reader
+    table feature named in the table's protocol). Nothing was applied; the message names the feature, the
+    version and a source that can read it (for Delta: ``DatabricksChangeFeedHook``, which asks Databricks)."""

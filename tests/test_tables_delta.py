@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import random
+import tempfile
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE
 from airflow_cdc_provider.destinations.delta import DeltaDestination
 from airflow_cdc_provider.destinations.duckdb import DuckDBDestination
-from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, PrimaryKeyRequiredError, RetentionExpiredError
+from airflow_cdc_provider.exceptions import (
+    ChangeTrackingDisabledError,
+    DeltaTableReadError,
+    PrimaryKeyRequiredError,
+    RetentionExpiredError,
+    UnsupportedTableFeatureError,
+)
 from airflow_cdc_provider.hooks.delta import DeltaChangeFeedHook, delta_changes
 from airflow_cdc_provider.pipeline import SyncSpec, run_sync
 
@@ -197,3 +207,135 @@ def test_tables_delta_uri_and_no_io_in_constructor(tmp_path: Path) -> None:
     assert DeltaChangeFeedHook(str(tmp_path / "nope")).uri == (tmp_path / "nope").as_uri()
     with pytest.raises(PrimaryKeyRequiredError):
         DeltaChangeFeedHook(str(tmp_path)).pull(None, [])
+
+
+# -- column mapping, written by deltalake, against a plain-Python model -----------------------------------------
+
+MAPPED = CDF_ON | {"delta.columnMapping.mode": "name", "delta.minReaderVersion": "2", "delta.minWriterVersion": "5"}
+_INFO = pa.struct([("x", pa.int64())])
+_ids = st.lists(st.integers(0, 40), min_size=1, max_size=6, unique=True)
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), _ids),
+        st.tuples(st.just("update"), st.integers(2, 4), st.integers(0, 3)),
+        st.tuples(st.just("delete"), st.integers(2, 4), st.integers(0, 3)),
+        st.tuples(st.just("merge"), _ids),
+        st.tuples(st.just("overwrite"), _ids),
+        st.tuples(st.just("sync")),
+    ),
+    min_size=1,
+    max_size=7,
+)
+
+
+def _mapped_rows(model: dict[int, tuple[str, int, dict | None]], ids: list[int]) -> pa.Table:
+    return pa.table(
+        {
+            "id": pa.array(ids, pa.int64()),
+            "Full Name": pa.array([model[i][0] for i in ids], pa.string()),
+            "part": pa.array([model[i][1] for i in ids], pa.int32()),
+            "info": pa.array([model[i][2] for i in ids], _INFO),
+        }
+    )
+
+
+def _apply(path: str, op: tuple, model: dict[int, tuple[str, int, dict | None]], step: int) -> None:
+    """One commit by deltalake, and the same change to the model."""
+    kind = op[0]
+    if kind in ("append", "merge", "overwrite"):
+        ids = [i for i in op[1] if kind != "append" or i not in model]
+        rows = {i: (f"{kind} {step}", (i + step) % 3, {"x": step} if i % 2 else None) for i in ids}
+        if not rows:
+            return
+        table = _mapped_rows(rows, sorted(rows))
+        if kind == "merge":
+            merge = DeltaTable(path).merge(table, predicate="t.id = s.id", source_alias="s", target_alias="t")
+            merge.when_matched_update_all().when_not_matched_insert_all().execute()
+        else:
+            write_deltalake(path, table, mode="append" if kind == "append" else "overwrite")
+            if kind == "overwrite":
+                model.clear()
+        model.update(rows)
+    elif kind == "update":
+        _, k, r = op
+        DeltaTable(path).update(
+            predicate=f"id % {k} = {r}", updates={'"Full Name"': f"'update {step}'", "part": "part + 1"}
+        )
+        model.update({i: (f"update {step}", row[1] + 1, row[2]) for i, row in model.items() if i % k == r})
+    else:
+        _, k, r = op
+        DeltaTable(path).delete(predicate=f"id % {k} = {r}")
+        for i in [i for i in model if i % k == r]:
+            del model[i]
+
+
+@settings(max_examples=12, deadline=None)
+@given(ops=_ops)
+@example(ops=[("delete", 2, 0), ("delete", 2, 1)])  # every row gone before the first sync
+def test_tables_delta_column_mapped_table_syncs_to_the_model(ops: list[tuple]) -> None:
+    """deltalake can write column-mapped tables (name mode) but not read their feed: this hook reads it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path, db = f"{tmp}/delta", Path(tmp) / "dest.duckdb"
+        model = {i: (f"first {i}", i % 3, {"x": i} if i % 2 else None) for i in range(6)}
+        write_deltalake(path, _mapped_rows(model, sorted(model)), configuration=MAPPED, partition_by=["part"])
+        for step, op in enumerate([*ops, ("sync",)]):
+            if op[0] != "sync":
+                _apply(path, op, model, step)
+                continue
+            run_sync(DeltaChangeFeedHook(path), DuckDBDestination(str(db), "target"), SPEC)
+            with duckdb.connect(str(db), read_only=True) as con:
+                tables = con.sql("SELECT 1 FROM information_schema.tables WHERE table_name = 'target'").fetchall()
+                # No row seen yet: the destination has not created its table (an empty first snapshot).
+                got = con.sql('SELECT id, "Full Name", part, info FROM "target"').fetchall() if tables else []
+            assert sorted(got) == sorted((i, *row) for i, row in model.items()), ops
+
+
+# -- what cannot be read is named --------------------------------------------------------------------------------
+
+
+def test_tables_delta_cleaned_log_raises_retention_error(tmp_path: Path) -> None:
+    path, db = tmp_path / "delta", tmp_path / "dest.duckdb"
+    write_deltalake(str(path), _rows([1, 2], "a"), configuration=CDF_ON)
+    _sync(path, db)  # cursor: version 0
+    for version in (1, 2):
+        write_deltalake(str(path), _rows([version + 10], "b"), mode="append")
+    DeltaTable(str(path)).create_checkpoint()  # version 2: the log before it may go
+    (path / "_delta_log" / f"{1:020d}.json").unlink()
+    with pytest.raises(
+        RetentionExpiredError, match=r"versions 1\.\.2.*_delta_log/00000000000000000001\.json.*cleaned up"
+    ):
+        _sync(path, db)
+    assert _destination_rows(db) == [(1, "a-1", 10), (2, "a-2", 20)]
+
+
+def test_tables_delta_damaged_change_file_is_named_not_a_retention_error(tmp_path: Path) -> None:
+    path, db = tmp_path / "delta", tmp_path / "dest.duckdb"
+    write_deltalake(str(path), _rows([1, 2], "a"), configuration=CDF_ON)
+    _sync(path, db)
+    DeltaTable(str(path)).update(predicate="id = 1", updates={"v": "'x'"})  # version 1 writes a change data file
+    (change_file,) = (path / "_change_data").rglob("*.parquet")
+    change_file.write_bytes(b"not parquet")
+    with pytest.raises(
+        DeltaTableReadError, match=r"version 1: the file _change_data/.*cannot be read.*Nothing was applied"
+    ):
+        _sync(path, db)
+    assert _destination_rows(db) == [(1, "a-1", 10), (2, "a-2", 20)]
+
+
+def test_tables_delta_unknown_reader_feature_and_missing_table_are_named(tmp_path: Path) -> None:
+    path, db = tmp_path / "delta", tmp_path / "dest.duckdb"
+    write_deltalake(str(path), _rows([1], "a"), configuration=CDF_ON)
+    _sync(path, db)
+    protocol = {
+        "protocol": {
+            "minReaderVersion": 3,
+            "minWriterVersion": 7,
+            "readerFeatures": ["aFutureFeature"],
+            "writerFeatures": ["aFutureFeature"],
+        }
+    }
+    (path / "_delta_log" / f"{1:020d}.json").write_text(json.dumps(protocol) + "\n")
+    with pytest.raises(UnsupportedTableFeatureError, match=r"aFutureFeature.*DatabricksChangeFeedHook"):
+        _sync(path, db)
+    with pytest.raises(DeltaTableReadError, match="No Delta table at"):
+        _sync(tmp_path / "nothing-here", tmp_path / "other.duckdb")

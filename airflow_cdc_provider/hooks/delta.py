@@ -18,17 +18,23 @@ Cursor: ``{"version": <last version applied>, "table_id": <the Delta table's id>
 * First sync (no cursor): the snapshot at the latest version ``v`` as upserts, cursor ``v``; the next pull
   reads the feed from ``v + 1``: no gap, no duplicate.
 * Later: the feed from ``cursor + 1`` to the latest version, fixed when the pull starts.
-* The feed must be readable for every version of that range. delta-rs checks only the first version and
-  reads a version written while the feed was off as if every rewritten file were new rows, so this hook
-  checks the table's history itself, and turns a vacuumed file into :class:`RetentionExpiredError`.
+* The feed must be readable for every version of that range: on at its first version and in every ``metaData``
+  action after it, every log entry and file still in storage (a vacuumed one is :class:`RetentionExpiredError`),
+  every reader feature known (else :class:`UnsupportedTableFeatureError`).
+
+Who reads what: deltalake (delta-rs) loads the table, its versions and metadata, and reads the snapshot
+(``QueryBuilder``, right with deletion vectors and column mapping). The feed is read per the Delta protocol by
+:mod:`~airflow_cdc_provider.hooks.delta_feed`, because deltalake's ``load_cdf`` refuses column-mapped tables and
+cannot find files whose paths hold ``%`` escapes. No deltalake or Arrow error reaches the user unnamed.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,37 +42,42 @@ from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_cdc_provider import assets, secrets
 from airflow_cdc_provider.describe import Describable
-from airflow_cdc_provider.exceptions import ChangeTrackingDisabledError, RetentionExpiredError
+from airflow_cdc_provider.exceptions import (
+    ChangeFeedError,
+    DeltaTableReadError,
+    RetentionExpiredError,
+    UnsupportedTableFeatureError,
+)
 from airflow_cdc_provider.get_provider_info import connection_form_behaviour
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
+from airflow_cdc_provider.hooks.delta_feed import (
+    CDF_PROPERTY as CDF_PROPERTY,  # re-exported: the enable operator imports it from here
+)
+from airflow_cdc_provider.hooks.delta_feed import (
+    COMMIT_VERSION_COLUMN,
+    FileGoneError,
+    TableStorage,
+    change_batches,
+    check_commits,
+    read_commits,
+)
+from airflow_cdc_provider.hooks.delta_log import Commit
+from airflow_cdc_provider.hooks.delta_read import CHANGE_TYPE_COLUMN, TableLayout
 from airflow_cdc_provider.hooks.tables import change_batch, check_known, plain_types, require_primary_key, text_column
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
 
-CDF_PROPERTY = "delta.enableChangeDataFeed"
-CHANGE_TYPE_COLUMN = "_change_type"
-COMMIT_VERSION_COLUMN = "_commit_version"
+T = TypeVar("T")
+MAPPING_MODE_PROPERTY = "delta.columnMapping.mode"
 COMMIT_TIMESTAMP_COLUMN = "_commit_timestamp"
 METADATA_COLUMNS = (CHANGE_TYPE_COLUMN, COMMIT_VERSION_COLUMN, COMMIT_TIMESTAMP_COLUMN)
 UPSERT_TYPES = ("INSERT", "UPDATE_POSTIMAGE")
 DELETE_TYPES = ("DELETE", "UPDATE_PREIMAGE")
-# Operations that may change table properties; the feed's state is checked at each such version.
-_PROPERTY_OPERATIONS = {
-    "CREATE TABLE",
-    "CREATE OR REPLACE TABLE",
-    "REPLACE TABLE",
-    "CREATE TABLE AS SELECT",
-    "REPLACE TABLE AS SELECT",
-    "CREATE OR REPLACE TABLE AS SELECT",
-    "SET TBLPROPERTIES",
-    "UNSET TBLPROPERTIES",
-}
-_MISSING_FILE_HINTS = ("not found", "no such file", "does not exist", "404")
 
 
 def delta_changes(batch: pa.RecordBatch, primary_key: Sequence[str], origin: str) -> pa.RecordBatch:
-    """A batch of Delta change data feed rows (``table_changes`` / ``load_cdf``) in the change vocabulary."""
+    """A batch of Delta change data feed rows (``table_changes`` or this hook's own reader) in the change vocabulary."""
     batch = plain_types(batch)
     kinds = text_column(batch, CHANGE_TYPE_COLUMN, origin)
     check_known(kinds, UPSERT_TYPES + DELETE_TYPES, CHANGE_TYPE_COLUMN, origin)
@@ -150,7 +161,10 @@ class DeltaChangeFeedHook(Describable, BaseHook):
         """The table, at ``version`` or the latest."""
         from deltalake import DeltaTable
 
-        return DeltaTable(self.table_uri, version=version, storage_options=self.options or None)
+        return self._deltalake(
+            f"load version {version}" if version is not None else "load",
+            lambda: DeltaTable(self.table_uri, version=version, storage_options=self.options or None),
+        )
 
     def latest_version(self) -> int:
         """The table's latest committed version (for sensors)."""
@@ -164,7 +178,7 @@ class DeltaChangeFeedHook(Describable, BaseHook):
     def pull(self, cursor: Cursor | None, primary_key: Sequence[str]) -> ChangePull:
         """Fix the latest version, check the feed covers the range after ``cursor``, and stream it."""
         require_primary_key(primary_key, self.table_uri)
-        table, history = self._fixed_table_and_history(cursor)
+        table = self.table()
         end = int(table.version())
         table_id = str(table.metadata().id)
         end_cursor: Cursor = {"version": end, "table_id": table_id}
@@ -182,11 +196,10 @@ class DeltaChangeFeedHook(Describable, BaseHook):
             )
         if start > end:
             return ChangePull(batches=iter(()), end_cursor=end_cursor, units_total=0, unit="versions")
-        assert history is not None
-        self._check_feed(table, history, start, end)
+        commits = self._checked_commits(start, end)
         pull = ChangePull(batches=iter(()), end_cursor=end_cursor, units_total=end - start + 1, unit="versions")
         pull.names = [f"versions {start}..{end}"]
-        pull.batches = self._changes(table, start, end, primary_key, pull)
+        pull.batches = self._changes(commits, table_layout(table), primary_key, pull)
         return pull
 
     # -- reading -----------------------------------------------------------------------------------
@@ -197,44 +210,62 @@ class DeltaChangeFeedHook(Describable, BaseHook):
         from deltalake import QueryBuilder
 
         origin = f"{self.table_uri} (snapshot at version {version})"
-        reader = QueryBuilder().register("snapshot", table).execute("SELECT * FROM snapshot")
-        for batch in pa.RecordBatchReader.from_stream(reader):
+        reader = self._deltalake(
+            f"read the snapshot at version {version}",
+            lambda: pa.RecordBatchReader.from_stream(
+                QueryBuilder().register("snapshot", table).execute("SELECT * FROM snapshot")
+            ),
+        )
+        while (batch := self._deltalake(f"read the snapshot at version {version}", lambda: _next(reader))) is not None:
             if batch.num_rows:
                 yield snapshot_changes(batch, version, primary_key, origin)
         pull.units_done = 1
 
     def _changes(
-        self, table: DeltaTable, start: int, end: int, primary_key: Sequence[str], pull: ChangePull
+        self, commits: list[Commit], layout: TableLayout, primary_key: Sequence[str], pull: ChangePull
     ) -> Iterator[pa.RecordBatch]:
+        start, end = commits[0].version, commits[-1].version
         origin = f"{self.table_uri} (change data feed, versions {start}..{end})"
         try:
-            reader = pa.RecordBatchReader.from_stream(table.load_cdf(starting_version=start, ending_version=end))
-            for batch in reader:
+            for batch in change_batches(commits, self.storage, layout, self.table_uri):
                 if batch.num_rows:
                     yield delta_changes(batch, primary_key, origin)
-        except Exception as err:  # delta-rs raises DeltaError, ArrowInvalid or OSError for a vacuumed file
-            if any(hint in str(err).lower() for hint in _MISSING_FILE_HINTS):
-                raise self._expired(start, end, f"a file the feed needs is gone ({err})") from err
-            raise
+        except FileGoneError as err:
+            raise self._expired(start, end, str(err)) from err
         pull.units_done = end - start + 1
+
+    @cached_property
+    def storage(self) -> TableStorage:
+        """The table's files, through deltalake's object store (the same storage options as the table)."""
+        from deltalake.fs import DeltaStorageHandler
+        from pyarrow.fs import PyFileSystem
+
+        files = PyFileSystem(DeltaStorageHandler(self.table_uri, self.options or None))
+        return TableStorage(root=self._root_uri, open_file=files.open_input_file)
+
+    @property
+    def _root_uri(self) -> str:
+        parts = urlsplit(self.table_uri)
+        return Path(self.table_uri).absolute().as_uri() if len(parts.scheme) <= 1 else self.table_uri
 
     # -- checks --------------------------------------------------------------------------------------
 
-    def _fixed_table_and_history(self, cursor: Cursor | None) -> tuple[DeltaTable, list[dict[str, Any]] | None]:
-        """The table at its latest version and, for a cursor, the history back to the cursor's next version.
-
-        delta-rs numbers history entries from the loaded version while reading the newest commits, so a
-        commit landing in between would shift them: load again until the version holds still.
-        """
-        for _ in range(5):
-            table = self.table()
-            end = int(table.version())
-            if cursor is None or int(cursor["version"]) >= end:
-                return table, None
-            history = table.history(limit=end - int(cursor["version"]))
-            if int(self.table().version()) == end:
-                return table, history
-        raise RuntimeError(f"Delta table {self.table_uri} kept moving while its history was read; retry the run")
+    def _checked_commits(self, start: int, end: int) -> list[Commit]:
+        """The log entries of ``start .. end``, refused unless the feed covers them and their features are known."""
+        try:  # first: a cleaned-up log is a retention error, whatever deltalake says of the version
+            commits = read_commits(self.storage, start, end, self.table_uri)
+        except FileGoneError as err:
+            raise self._expired(start, end, f"{err}: the log was cleaned up") from err
+        at_start = self.table(start)
+        protocol = at_start.protocol()
+        check_commits(
+            commits,
+            configuration=dict(at_start.metadata().configuration),
+            protocol={"minReaderVersion": protocol.min_reader_version, "readerFeatures": protocol.reader_features},
+            table=self.table_uri,
+            cursor=start - 1,
+        )
+        return commits
 
     def _check_same_table(self, cursor: Cursor, table_id: str, version: int) -> None:
         known = cursor.get("table_id")
@@ -245,23 +276,6 @@ class DeltaChangeFeedHook(Describable, BaseHook):
                 "Run a full refresh of the stream."
             )
 
-    def _check_feed(self, table: DeltaTable, history: list[dict[str, Any]], start: int, end: int) -> None:
-        by_version = {int(entry["version"]): entry for entry in history}
-        missing = [v for v in range(start, end + 1) if v not in by_version]
-        if missing:
-            raise self._expired(start, end, f"versions {_ranges(missing)} are no longer in the table's log")
-        to_check = {start} | {
-            version for version, entry in by_version.items() if start < version <= end and _may_change_properties(entry)
-        }
-        for version in sorted(to_check):
-            at = table if version == end else self.table(version)
-            if at.metadata().configuration.get(CDF_PROPERTY, "false").strip().lower() != "true":
-                raise ChangeTrackingDisabledError(
-                    f"Delta table {self.table_uri}: the change data feed was off at version {version}, inside "
-                    f"the range {start}..{end} the stream needs (its cursor is version {start - 1}). Turn it on "
-                    f"({CDF_PROPERTY} = true) and run a full refresh of the stream."
-                )
-
     def _expired(self, start: int, end: int, why: str) -> RetentionExpiredError:
         return RetentionExpiredError(
             f"Delta table {self.table_uri}: the change data for versions {start}..{end} (after the stream's "
@@ -270,11 +284,50 @@ class DeltaChangeFeedHook(Describable, BaseHook):
             "(delta.deletedFileRetentionDuration, delta.logRetentionDuration)."
         )
 
+    def _deltalake(self, what: str, call: Callable[[], T]) -> T:
+        """Run a deltalake call; its errors become this provider's, naming the table and the remedy."""
+        from deltalake.exceptions import DeltaError, DeltaProtocolError, TableNotFoundError
 
-def _may_change_properties(entry: dict[str, Any]) -> bool:
-    operation = str(entry.get("operation", "")).upper()
-    return operation in _PROPERTY_OPERATIONS or CDF_PROPERTY in json.dumps(entry.get("operationParameters", {}))
+        try:
+            return call()
+        except ChangeFeedError:
+            raise
+        except TableNotFoundError as err:
+            raise DeltaTableReadError(
+                f"No Delta table at {self.table_uri} (no readable _delta_log): check table_uri and the storage "
+                f"options or connection ({err})"
+            ) from err
+        except DeltaError as err:
+            # delta-kernel-rs reports a feature it does not read as "Unsupported: Feature 'x' is not supported".
+            if not isinstance(err, DeltaProtocolError) and "unsupported" not in str(err).lower():
+                raise DeltaTableReadError(
+                    f"Delta table {self.table_uri}: deltalake cannot {what} ({err}). If a version was vacuumed or "
+                    "its log cleaned up, run a full refresh; if the table uses a feature deltalake does not read, "
+                    "read it through Databricks (DatabricksChangeFeedHook)."
+                ) from err
+            raise UnsupportedTableFeatureError(
+                f"Delta table {self.table_uri}: deltalake cannot {what} ({err}). Read the table through "
+                "Databricks instead (DatabricksChangeFeedHook)."
+            ) from err
+        except (pa.ArrowException, OSError) as err:
+            raise DeltaTableReadError(f"Delta table {self.table_uri}: deltalake cannot {what} ({err})") from err
 
 
-def _ranges(versions: list[int]) -> str:
-    return f"{versions[0]}..{versions[-1]}" if len(versions) > 1 else str(versions[0])
+def table_layout(table: DeltaTable) -> TableLayout:
+    """How the files of a table (at the version loaded) map to its columns."""
+    metadata, protocol = table.metadata(), table.protocol()
+    mode = metadata.configuration.get(MAPPING_MODE_PROPERTY, "none").strip().lower()
+    # The property counts only where the protocol has the feature (reader version 2, or 3 listing it).
+    honoured = protocol.min_reader_version == 2 or "columnMapping" in (protocol.reader_features or [])
+    return TableLayout(
+        schema=pa.schema(table.schema().to_arrow()),
+        partition_columns=tuple(metadata.partition_columns),
+        mapping_mode=mode if honoured else "none",
+    )
+
+
+def _next(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
+    try:
+        return reader.read_next_batch()
+    except StopIteration:
+        return None
