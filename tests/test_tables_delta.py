@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import tempfile
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
@@ -14,7 +15,7 @@ from deltalake import DeltaTable, write_deltalake
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TYPE
+from airflow_cdc_provider.changes import CHANGE_SEQUENCE, CHANGE_TIME, CHANGE_TYPE
 from airflow_cdc_provider.destinations.delta import DeltaDestination
 from airflow_cdc_provider.destinations.duckdb import DuckDBDestination
 from airflow_cdc_provider.exceptions import (
@@ -130,6 +131,31 @@ def test_tables_delta_first_sync_snapshot_then_feed_no_gap_no_duplicate(tmp_path
     assert _destination_rows(db) == _snapshot(path)
 
 
+def test_tables_delta_history_is_stamped_with_the_commits_times(tmp_path: Path) -> None:
+    """The snapshot is stamped with its version's commit time and each change with its commit's: a history table
+    says when the Delta table changed, not when it was synced."""
+    path, db = tmp_path / "delta", tmp_path / "dest.duckdb"
+    write_deltalake(str(path), _rows([1, 2], "a"), configuration=CDF_ON)  # version 0
+    destination = DuckDBDestination(str(db), "target", history=True)
+    run_sync(DeltaChangeFeedHook(str(path)), destination, SPEC)
+    DeltaTable(str(path)).update(predicate="id = 1", updates={"v": "'b-1'"})  # version 1
+    DeltaTable(str(path)).delete("id = 2")  # version 2
+    run_sync(DeltaChangeFeedHook(str(path)), destination, SPEC)
+    stamps = {
+        commit["version"]: datetime.fromtimestamp(commit["timestamp"] / 1000, timezone.utc)
+        for commit in DeltaTable(str(path)).history()
+    }
+    with duckdb.connect(str(db), read_only=True) as con:
+        versions = con.execute(
+            "SELECT id, v, _cdc_valid_from, _cdc_valid_to FROM target ORDER BY id, _cdc_valid_from"
+        ).fetchall()
+    assert versions == [
+        (1, "a-1", stamps[0], stamps[1]),
+        (1, "b-1", stamps[1], None),
+        (2, "a-2", stamps[0], stamps[2]),
+    ]
+
+
 def test_tables_delta_mapping_of_documented_change_types() -> None:
     """The example of Databricks' table_changes page: insert 1,2; insert 3; upper() 1,2; delete 3."""
     feed = pa.record_batch(
@@ -142,12 +168,14 @@ def test_tables_delta_mapping_of_documented_change_types() -> None:
                 pa.string_view(),
             ),
             "_commit_version": pa.array([1, 1, 2, 3, 3, 3, 3, 4], pa.uint64()),
-            "_commit_timestamp": pa.array([0] * 8, pa.timestamp("ms")),
+            "_commit_timestamp": pa.array([v * 60_000 for v in [1, 1, 2, 3, 3, 3, 3, 4]], pa.timestamp("ms")),
         }
     )
     out = delta_changes(feed, ["c1"], "myschema.t")
-    assert out.schema.names == ["c1", "c2", CHANGE_TYPE, CHANGE_SEQUENCE]
+    assert out.schema.names == ["c1", "c2", CHANGE_TYPE, CHANGE_SEQUENCE, CHANGE_TIME]
     assert out.column(CHANGE_TYPE).to_pylist() == ["u", "u", "u", "d", "u", "d", "u", "d"]
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)  # the commit's timestamp is the changes' source time
+    assert out.column(CHANGE_TIME).to_pylist() == [epoch + timedelta(minutes=v) for v in [1, 1, 2, 3, 3, 3, 3, 4]]
     assert out.column(CHANGE_SEQUENCE).to_pylist() == [3, 3, 5, 6, 7, 6, 7, 8]  # 2 * version + (u ? 1 : 0)
     assert pa.types.is_large_string(out.schema.field("c2").type)  # string_view cast for DuckDB and sorting
 

@@ -23,6 +23,7 @@ maps it, for a :class:`~airflow_cdc_provider.destinations.databricks.DatabricksD
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -181,13 +182,20 @@ class DatabricksChangeFeedHook(ProviderHookMixin, Describable, BaseHook):
 
     def latest_version(self) -> int:
         """The table's latest version, from its history."""
+        return self.latest_commit()[0]
+
+    def latest_commit(self) -> tuple[int, datetime | None]:
+        """The table's latest version and when it was committed, from its history."""
         with self.cursor() as cursor:
             cursor.execute(self.history_query())
             names = [column[0] for column in cursor.description]
             row = cursor.fetchone()
         if row is None:
             raise SourceStateError(f"DESCRIBE HISTORY {self.table} returned no version")
-        return int(row[names.index("version")])
+        record = dict(zip(names, row, strict=False))
+        stamp = record.get("timestamp")
+        time = stamp.replace(tzinfo=stamp.tzinfo or timezone.utc) if isinstance(stamp, datetime) else None
+        return int(record["version"]), time
 
     @staticmethod
     def cursor_version(cursor: Cursor | None) -> int | None:
@@ -196,12 +204,13 @@ class DatabricksChangeFeedHook(ProviderHookMixin, Describable, BaseHook):
     def pull(self, cursor: Cursor | None, primary_key: Sequence[str]) -> ChangePull:
         """Fix the latest version and stream ``table_changes`` from the version after ``cursor`` to it."""
         require_primary_key(primary_key, f"Databricks table {self.table}")
-        end = self.latest_version()
+        end, committed = self.latest_commit()
         end_cursor = {"version": end}
         if cursor is None:
             origin = f"Databricks table {self.table} (snapshot at version {end})"
             pull = ChangePull(batches=iter(()), end_cursor=end_cursor, units_total=1, unit="snapshots", names=[origin])
-            pull.batches = self._read(self.snapshot_query(end), origin, primary_key, pull, end, end, snapshot=True)
+            sql = self.snapshot_query(end)
+            pull.batches = self._read(sql, origin, primary_key, pull, end, end, snapshot=True, committed=committed)
             return pull
         start = int(cursor["version"]) + 1
         if start > end + 1:
@@ -228,6 +237,7 @@ class DatabricksChangeFeedHook(ProviderHookMixin, Describable, BaseHook):
         end: int,
         *,
         snapshot: bool,
+        committed: datetime | None = None,
     ) -> Iterator[pa.RecordBatch]:
         try:
             with self.cursor() as cursor:
@@ -239,7 +249,7 @@ class DatabricksChangeFeedHook(ProviderHookMixin, Describable, BaseHook):
                     for batch in table.to_batches():
                         if batch.num_rows:
                             yield (
-                                snapshot_changes(batch, end, primary_key, origin)
+                                snapshot_changes(batch, end, primary_key, origin, committed)
                                 if snapshot
                                 else delta_changes(batch, primary_key, origin)
                             )

@@ -31,6 +31,7 @@ cannot find files whose paths hold ``%`` escapes. No deltalake or Arrow error re
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -54,6 +55,7 @@ from airflow_cdc_provider.hooks.delta_feed import (
     CDF_PROPERTY as CDF_PROPERTY,  # re-exported: the enable operator imports it from here
 )
 from airflow_cdc_provider.hooks.delta_feed import (
+    COMMIT_TIMESTAMP_COLUMN,
     COMMIT_VERSION_COLUMN,
     FileGoneError,
     TableStorage,
@@ -70,7 +72,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 MAPPING_MODE_PROPERTY = "delta.columnMapping.mode"
-COMMIT_TIMESTAMP_COLUMN = "_commit_timestamp"
 METADATA_COLUMNS = (CHANGE_TYPE_COLUMN, COMMIT_VERSION_COLUMN, COMMIT_TIMESTAMP_COLUMN)
 UPSERT_TYPES = ("INSERT", "UPDATE_POSTIMAGE")
 DELETE_TYPES = ("DELETE", "UPDATE_PREIMAGE")
@@ -82,6 +83,7 @@ def delta_changes(batch: pa.RecordBatch, primary_key: Sequence[str], origin: str
     kinds = text_column(batch, CHANGE_TYPE_COLUMN, origin)
     check_known(kinds, UPSERT_TYPES + DELETE_TYPES, CHANGE_TYPE_COLUMN, origin)
     versions = batch.column(COMMIT_VERSION_COLUMN).cast(pa.int64())
+    stamps = batch.column(COMMIT_TIMESTAMP_COLUMN) if COMMIT_TIMESTAMP_COLUMN in batch.schema.names else None
     return change_batch(
         batch,
         upsert=pc.is_in(kinds, value_set=pa.array(UPSERT_TYPES)),
@@ -89,11 +91,15 @@ def delta_changes(batch: pa.RecordBatch, primary_key: Sequence[str], origin: str
         drop=METADATA_COLUMNS,
         primary_key=primary_key,
         origin=origin,
+        time=stamps,  # the commit's time: the source time of its changes
     )
 
 
-def snapshot_changes(batch: pa.RecordBatch, version: int, primary_key: Sequence[str], origin: str) -> pa.RecordBatch:
-    """Rows of the table as of ``version``, each an upsert positioned at that version."""
+def snapshot_changes(
+    batch: pa.RecordBatch, version: int, primary_key: Sequence[str], origin: str, time: datetime | None = None
+) -> pa.RecordBatch:
+    """Rows of the table as of ``version``, each an upsert positioned at that version (and stamped with its
+    commit's ``time``)."""
     batch = plain_types(batch)
     return change_batch(
         batch,
@@ -102,6 +108,7 @@ def snapshot_changes(batch: pa.RecordBatch, version: int, primary_key: Sequence[
         drop=(),
         primary_key=primary_key,
         origin=origin,
+        time=time,
     )
 
 
@@ -216,9 +223,10 @@ class DeltaChangeFeedHook(Describable, BaseHook):
                 QueryBuilder().register("snapshot", table).execute("SELECT * FROM snapshot")
             ),
         )
+        time = commit_time(table)
         while (batch := self._deltalake(f"read the snapshot at version {version}", lambda: _next(reader))) is not None:
             if batch.num_rows:
-                yield snapshot_changes(batch, version, primary_key, origin)
+                yield snapshot_changes(batch, version, primary_key, origin, time)
         pull.units_done = 1
 
     def _changes(
@@ -324,6 +332,17 @@ def table_layout(table: DeltaTable) -> TableLayout:
         partition_columns=tuple(metadata.partition_columns),
         mapping_mode=mode if honoured else "none",
     )
+
+
+def commit_time(table: DeltaTable) -> datetime | None:
+    """When the table's loaded version was committed (its in-commit timestamp where it has them): the source time
+    of a snapshot read at that version; ``None`` if its history does not say."""
+    try:
+        last = table.history(1)[0]
+    except Exception:  # a cleaned-up log: the snapshot has no time of its own
+        return None
+    stamp = last.get("inCommitTimestamp", last.get("timestamp"))
+    return datetime.fromtimestamp(stamp / 1000, timezone.utc) if isinstance(stamp, int) else None
 
 
 def _next(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:

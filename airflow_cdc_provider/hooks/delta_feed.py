@@ -33,6 +33,8 @@ from airflow_cdc_provider.hooks.delta_read import TableLayout, read_scan
 
 CDF_PROPERTY = "delta.enableChangeDataFeed"
 COMMIT_VERSION_COLUMN = "_commit_version"
+COMMIT_TIMESTAMP_COLUMN = "_commit_timestamp"
+TIMESTAMP_TYPE = pa.timestamp("us", "UTC")
 # Reader features whose data this reader reads right (the rest change what a file's rows mean).
 SUPPORTED_READER_FEATURES = frozenset(
     {
@@ -140,7 +142,8 @@ def unsupported_features(protocol: dict[str, Any]) -> list[str]:
 def change_batches(
     commits: list[Commit], storage: TableStorage, layout: TableLayout, table: str
 ) -> Iterator[pa.RecordBatch]:
-    """The range's changes, version by version, each batch with ``_change_type`` and ``_commit_version``."""
+    """The range's changes, version by version, each batch with ``_change_type``, ``_commit_version`` and
+    ``_commit_timestamp``."""
     for commit in commits:
         for scan in change_scans(commit):
             try:
@@ -148,7 +151,9 @@ def change_batches(
                     storage.open_file, scan, layout, lambda dv: deleted_rows(dv, storage.read_range)
                 ):
                     version = pa.repeat(pa.scalar(commit.version, pa.int64()), batch.num_rows)
-                    yield batch.append_column(COMMIT_VERSION_COLUMN, version)
+                    stamp = pa.repeat(pa.scalar(commit.timestamp, TIMESTAMP_TYPE), batch.num_rows)
+                    batch = batch.append_column(COMMIT_VERSION_COLUMN, version)
+                    yield batch.append_column(COMMIT_TIMESTAMP_COLUMN, stamp)
             except FileNotFoundError as err:
                 raise FileGoneError(scan.file.path, commit.version) from err
             except (DeltaTableReadError, pa.ArrowException, OSError, ValueError) as err:

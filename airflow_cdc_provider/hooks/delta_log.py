@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -54,6 +55,8 @@ class Commit:
     :param removes: its ``remove`` actions with ``dataChange``.
     :param metadata: its ``metaData`` action, if it changed the table's schema or properties.
     :param protocol: its ``protocol`` action, if it changed the table's features.
+    :param timestamp: when it was committed: its in-commit timestamp where the table has them, else the
+        ``timestamp`` its writer put in ``commitInfo`` (milliseconds since the epoch); ``None`` if it says neither.
     """
 
     version: int
@@ -62,6 +65,7 @@ class Commit:
     removes: list[FileAction] = field(default_factory=list)
     metadata: dict[str, Any] | None = None
     protocol: dict[str, Any] | None = None
+    timestamp: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,11 @@ def parse_commit(version: int, text: bytes, table_root: str) -> Commit:
             commit.metadata = action["metaData"]
         elif "protocol" in action:
             commit.protocol = action["protocol"]
+        elif "commitInfo" in action:
+            info = action["commitInfo"]
+            stamp = info.get("inCommitTimestamp", info.get("timestamp"))
+            if isinstance(stamp, int):
+                commit.timestamp = datetime.fromtimestamp(stamp / 1000, timezone.utc)
     return commit
 
 
