@@ -140,3 +140,16 @@ class UnsupportedTableFeatureError(ChangeFeedError):
     """The source table uses a feature this provider cannot read its changes through (for Delta: a reader
     table feature named in the table's protocol). Nothing was applied; the message names the feature, the
     version and a source that can read it (for Delta: ``DatabricksChangeFeedHook``, which asks Databricks)."""
+
+
+class FileGoneError(ChangeFeedError):
+    """A log entry or file the feed needs is not in storage (vacuumed or cleaned up): the hook's cue for
+    :class:`~airflow_cdc_provider.exceptions.RetentionExpiredError`.
+
+    :param path: the missing path, under the table root.
+    :param version: the version that needs it.
+    """
+
+    def __init__(self, path: str, version: int) -> None:
+        super().__init__(f"{path} (needed by version {version}) is not in the table's storage")
+        self.path, self.version = path, version

@@ -46,6 +46,7 @@ from airflow_cdc_provider.describe import Describable
 from airflow_cdc_provider.exceptions import (
     ChangeFeedError,
     DeltaTableReadError,
+    FileGoneError,
     RetentionExpiredError,
     UnsupportedTableFeatureError,
 )
@@ -57,7 +58,6 @@ from airflow_cdc_provider.hooks.delta_feed import (
 from airflow_cdc_provider.hooks.delta_feed import (
     COMMIT_TIMESTAMP_COLUMN,
     COMMIT_VERSION_COLUMN,
-    FileGoneError,
     TableStorage,
     change_batches,
     check_commits,

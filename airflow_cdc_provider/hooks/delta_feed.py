@@ -25,6 +25,7 @@ import pyarrow as pa
 from airflow_cdc_provider.exceptions import (
     ChangeTrackingDisabledError,
     DeltaTableReadError,
+    FileGoneError,
     UnsupportedTableFeatureError,
 )
 from airflow_cdc_provider.hooks.delta_dv import deleted_rows
@@ -48,19 +49,6 @@ SUPPORTED_READER_FEATURES = frozenset(
     }
 )
 _MAX_READER_VERSION = 3
-
-
-class FileGoneError(Exception):
-    """A log entry or file the feed needs is not in storage (vacuumed or cleaned up): the hook's cue for
-    :class:`~airflow_cdc_provider.exceptions.RetentionExpiredError`.
-
-    :param path: the missing path, under the table root.
-    :param version: the version that needs it.
-    """
-
-    def __init__(self, path: str, version: int) -> None:
-        super().__init__(f"{path} (needed by version {version}) is not in the table's storage")
-        self.path, self.version = path, version
 
 
 @dataclass
