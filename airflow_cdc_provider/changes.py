@@ -185,24 +185,8 @@ def check_sequence(batches: Iterable[pa.RecordBatch], column: str) -> Iterator[p
 
     The error names the batch's origin (a file) and the row, counted from the origin's first row as read.
     """
-    origin, rows = None, 0
-    for batch in batches:
-        here = origin_of(batch)
-        if here != origin:
-            origin, rows = here, 0
-        if column not in batch.schema.names:
-            user = [name for name in batch.schema.names if name not in RESERVED_COLUMNS]
-            raise SequenceColumnError(
-                f"{here}: sequence column {column!r} is missing; it has columns {user}. With "
-                "sequence_column, every change (deletes included) must carry the value that orders it"
-            )
-        values = batch.column(column)
-        if values.null_count:
-            row = rows + _first_index(values.is_null()) + 1
-            raise SequenceColumnError(
-                f"{here}: row {row} has no value in sequence column {column!r}; every change (deletes "
-                "included) needs one, or it cannot be ordered against the changes the destination holds"
-            )
+    why = "every change (deletes included) needs one, or it cannot be ordered against the changes the destination holds"
+    for batch, values, here in _valued(batches, column, "sequence column", SequenceColumnError, why):
         kind = values.type
         if not (
             pa.types.is_integer(kind)
@@ -216,7 +200,6 @@ def check_sequence(batches: Iterable[pa.RecordBatch], column: str) -> Iterator[p
                 f"{here}: sequence column {column!r} has type {kind}; it must be a number, a date or time, "
                 "or text that sorts in version order"
             )
-        rows += batch.num_rows
         yield batch
 
 
@@ -229,25 +212,12 @@ def with_event_time(
     of another type, is refused naming the origin (a file), the row and the column. With ``if_times`` (a sequence
     column standing in), a batch whose column holds no times keeps the source's time instead.
     """
-    origin, rows = None, 0
-    for batch in batches:
-        here = origin_of(batch)
-        if here != origin:
-            origin, rows = here, 0
-        if column not in batch.schema.names:
-            user = [name for name in batch.schema.names if name not in RESERVED_COLUMNS]
-            raise EventTimeError(
-                f"{here}: event time column {column!r} is missing; it has columns {user}. Every change (deletes "
-                "included) must carry the time it happened, or leave event_time_column unset to use the source's"
-            )
-        values = batch.column(column)
-        if if_times and not is_temporal(values.type):
-            yield batch
-            continue
-        if values.null_count:  # a column null throughout a file has no type: the missing value is the fault
-            row = rows + _first_index(values.is_null()) + 1
-            raise EventTimeError(f"{here}: row {row} has no value in event time column {column!r}")
+    why = "every change (deletes included) must carry the time it happened, or leave event_time_column unset"
+    for batch, values, here in _valued(batches, column, "event time column", EventTimeError, why):
         if not is_temporal(values.type):
+            if if_times:
+                yield batch
+                continue
             raise EventTimeError(
                 f"{here}: event time column {column!r} has type {values.type}; it must be a date or a timestamp "
                 "(for CSV, pin its type with FileFormat(column_types={...: pa.timestamp('us', 'UTC')}))"
@@ -255,8 +225,29 @@ def with_event_time(
         if pa.types.is_timestamp(values.type) and values.type.tz is None:
             values = pc.assume_timezone(values, "UTC")
         index = batch.schema.get_field_index(CHANGE_TIME)
-        rows += batch.num_rows
         yield batch.set_column(index, batch.schema.field(index), values.cast(TIME_TYPE))
+
+
+def _valued(
+    batches: Iterable[pa.RecordBatch], column: str, what: str, error: type[BadChangeFileError], why: str
+) -> Iterator[tuple[pa.RecordBatch, pa.Array, str]]:
+    """Each batch with its values of the user's ``column`` and its origin; a batch without the column, or a row
+    without a value, fails with ``error`` naming the origin (a file) and the row, counted from the origin's first."""
+    origin, rows = None, 0
+    for batch in batches:
+        here = origin_of(batch)
+        if here != origin:
+            origin, rows = here, 0
+        if column not in batch.schema.names:
+            user = [name for name in batch.schema.names if name not in RESERVED_COLUMNS]
+            raise error(f"{here}: {what} {column!r} is missing; it has columns {user}: {why}")
+        values = batch.column(column)
+        if values.null_count:  # a column null throughout a file has no type: the missing value is the fault
+            raise error(
+                f"{here}: row {rows + _first_index(values.is_null()) + 1} has no value in {what} {column!r}; {why}"
+            )
+        rows += batch.num_rows
+        yield batch, values, here
 
 
 def is_temporal(data_type: pa.DataType) -> bool:
