@@ -30,6 +30,20 @@ class EmptyChangeFileError(BadChangeFileError):
     """A change file holds no rows; without rows it cannot be told apart from a truncated upload."""
 
 
+class ChangeFileUnavailableError(ChangeFeedError):
+    """A listed change file cannot be read for the moment (no permission yet, the store did not answer).
+
+    Not a bad file, so never quarantined: the run fails having applied nothing, and a retry reads it again.
+    """
+
+
+class ChangeFileVanishedError(ChangeFileUnavailableError):
+    """A listed change file is gone (renamed, moved or deleted since the listing).
+
+    The file engine skips it, leaves it out of the cursor and warns: the next listing sees it if it is back.
+    """
+
+
 class FileChangedError(ChangeFeedError):
     """A file was rewritten since it was listed: it is not read, moved or deleted in this run (the next run
     sees the new version)."""

@@ -1,12 +1,16 @@
 """What the remote stores (S3, Azure Blob, landing zone, GCS, SFTP) share: a download to a temporary file.
 
 A remote store lists its files and copies one, chunk by chunk, into a local file; this module gives it the
-temporary file and removes it when the engine has read it. No store holds a whole file in memory.
+temporary file and removes it when the engine has read it. No store holds a whole file in memory. A file gone
+since the listing (HTTP 404, no such file) is told to the engine as vanished (it skips it), one replaced since
+as :class:`FileChangedError`. A store whose listing answers carry an HTTP ``Date`` passes it to
+:meth:`RemoteFileChangeFeedHook.note_store_date`: the engine's watermark then never passes the store's clock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import os
 import tempfile
 from abc import abstractmethod
@@ -14,7 +18,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow_cdc_provider.exceptions import ChangeFeedError, FileChangedError
+from airflow_cdc_provider.exceptions import ChangeFeedError, ChangeFileVanishedError, FileChangedError
 from airflow_cdc_provider.hooks.files import ChangeFile, FileChangeFeedHook
 
 DOWNLOAD_CHUNK_BYTES = 8 * 1024 * 1024
@@ -38,10 +42,24 @@ class RemoteFileChangeFeedHook(FileChangeFeedHook):
     def __init__(self, *, download_dir: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.download_dir = download_dir
+        self._store_date: datetime | None = None
 
     conn_name_attr: str = "conn_id"
 
+    def note_store_date(self, header: str | None) -> None:
+        """Keep the store's clock from the HTTP ``Date`` header of a listing answer (the latest of a listing)."""
+        try:
+            moment = utc(email.utils.parsedate_to_datetime(header)) if header else None
+        except (TypeError, ValueError):
+            return
+        if moment is not None and (self._store_date is None or moment > self._store_date):
+            self._store_date = moment
+
+    def store_clock(self) -> datetime | None:
+        return self._store_date
+
     def change_files(self) -> list[ChangeFile]:
+        self._store_date = None
         try:
             return super().change_files()
         except Exception as err:
@@ -64,7 +82,8 @@ class RemoteFileChangeFeedHook(FileChangeFeedHook):
         with tempfile.TemporaryDirectory(prefix="cdc-download-", dir=self.download_dir) as folder:
             # Keep the name: readers (and error messages) go by it.
             local_path = os.path.join(folder, file.path.rsplit("/", 1)[-1])
-            self.download(file, local_path)
+            with unless_changed(file), unless_gone(self.location(file)):
+                self.download(file, local_path)
             yield local_path
 
 
@@ -94,6 +113,17 @@ def unless_changed(file: ChangeFile) -> Iterator[None]:
         if http_status(err) != 412:
             raise
         raise FileChangedError(f"{file.path} was rewritten since it was listed") from err
+
+
+@contextlib.contextmanager
+def unless_gone(location: str) -> Iterator[None]:
+    """Turn a store's "not found" (HTTP 404, no such file) into :class:`ChangeFileVanishedError`."""
+    try:
+        yield
+    except Exception as err:
+        if not isinstance(err, FileNotFoundError) and http_status(err) != 404:
+            raise
+        raise ChangeFileVanishedError(f"{location}: gone since it was listed ({type(err).__name__})") from err
 
 
 def utc(moment: datetime) -> datetime:
