@@ -127,8 +127,12 @@ class FileFormat:
         with pa.input_stream(local_path, compression=compression) as stream:
             sampled = self._sample_types(stream.read(_TYPE_SAMPLE_BYTES), fmt)
         types = {**sampled, CHANGE_TYPE: pa.string(), **self.column_types}
+        # Types Arrow's text readers cannot parse are read as text, then cast (a JSON date, a CSV decimal256).
+        as_text = {name: kind for name, kind in self.column_types.items() if _read_as_text(fmt, kind)}
+        types.update(dict.fromkeys(as_text, pa.string()))
         with pa.input_stream(local_path, compression=compression) as stream:
-            yield from self._csv_reader(stream, types) if fmt == CSV else self._json_reader(stream, types)
+            for batch in self._csv_reader(stream, types) if fmt == CSV else self._json_reader(stream, types):
+                yield _cast_columns(batch, as_text)
 
     def _sample_types(self, sample: bytes, fmt: str) -> dict[str, pa.DataType]:
         """The column types Arrow infers from the file's first complete lines (none if they do not parse)."""
@@ -164,6 +168,20 @@ class FileFormat:
             read_options=pa_json.ReadOptions(block_size=block_size),
             parse_options=pa_json.ParseOptions(explicit_schema=pa.schema(types), unexpected_field_behavior="infer"),
         )
+
+
+def _read_as_text(fmt: str, kind: pa.DataType) -> bool:
+    if fmt == JSONL:
+        return pa.types.is_date(kind)
+    return pa.types.is_decimal256(kind)
+
+
+def _cast_columns(batch: pa.RecordBatch, types: dict[str, pa.DataType]) -> pa.RecordBatch:
+    for name, kind in types.items():
+        index = batch.schema.get_field_index(name)
+        if index >= 0:
+            batch = batch.set_column(index, pa.field(name, kind), batch.column(index).cast(kind))
+    return batch
 
 
 def _check_utf8(batch: pa.RecordBatch, name: str, rows_before: int, line_of: Callable[[int], int | None]) -> None:

@@ -117,7 +117,11 @@ def widened_type(old: pa.DataType, new: pa.DataType, *, allow_string: bool = Fal
     if _is_text(old) and _is_text(new):
         return old
     if pa.types.is_integer(old) and pa.types.is_integer(new):
-        return old if old.bit_width >= new.bit_width else new
+        return _widened_integer(old, new)
+    if pa.types.is_integer(old) and pa.types.is_decimal(new):
+        return _widened_decimal(_as_decimal(old), new)
+    if pa.types.is_decimal(old) and pa.types.is_integer(new):
+        return _widened_decimal(old, _as_decimal(new))
     if pa.types.is_floating(old) and (pa.types.is_integer(new) or pa.types.is_floating(new)):
         return old if not pa.types.is_floating(new) or old.bit_width >= new.bit_width else new
     if pa.types.is_integer(old) and pa.types.is_floating(new):
@@ -125,6 +129,8 @@ def widened_type(old: pa.DataType, new: pa.DataType, *, allow_string: bool = Fal
     if pa.types.is_timestamp(old) and pa.types.is_timestamp(new) and bool(old.tz) == bool(new.tz):
         # Zoned timestamps are instants whatever their zone: the table keeps its own zone.
         return old if _UNITS.index(old.unit) >= _UNITS.index(new.unit) else pa.timestamp(new.unit, old.tz)
+    if pa.types.is_time(old) and pa.types.is_time(new):
+        return old if _UNITS.index(old.unit) >= _UNITS.index(new.unit) else new
     if pa.types.is_decimal(old) and pa.types.is_decimal(new):
         return _widened_decimal(old, new)
     if pa.types.is_date(old) and pa.types.is_date(new):
@@ -138,6 +144,29 @@ def widened_type(old: pa.DataType, new: pa.DataType, *, allow_string: bool = Fal
 
 _UNITS = ["s", "ms", "us", "ns"]
 _DECIMAL128_DIGITS, _DECIMAL256_DIGITS = 38, 76
+
+
+# Decimal digits each integer type needs: int64 holds 19, uint64 20.
+_INTEGER_DIGITS = {8: 3, 16: 5, 32: 10, 64: 19}
+
+
+def _widened_integer(old: pa.DataType, new: pa.DataType) -> pa.DataType:
+    """The integer that holds both: the wider of one signedness; a signed one wider than an unsigned one
+    (int16 and uint16 give int32); past 64 bits, decimal(20, 0)."""
+    if pa.types.is_signed_integer(old) == pa.types.is_signed_integer(new):
+        return old if old.bit_width >= new.bit_width else new
+    signed, unsigned = (old, new) if pa.types.is_signed_integer(old) else (new, old)
+    bits = max(signed.bit_width, unsigned.bit_width * 2)
+    if bits > 64:
+        return _as_decimal(pa.uint64())
+    widened = getattr(pa, f"int{bits}")()
+    return old if old.equals(widened) else widened
+
+
+def _as_decimal(integer: pa.DataType) -> pa.DataType:
+    """The decimal that holds every value of an integer type (uint64: 20 digits)."""
+    unsigned64 = pa.types.is_uint64(integer)
+    return pa.decimal128(_INTEGER_DIGITS[integer.bit_width] + unsigned64, 0)
 
 
 def _widened_decimal(old: pa.DataType, new: pa.DataType) -> pa.DataType | None:

@@ -45,7 +45,7 @@ def test_only_newer_rows_apply_and_deletes_are_not_seen(tmp_path: Path) -> None:
         table = con.execute("SELECT id, v, CAST(LastModified AS VARCHAR) FROM t ORDER BY id").fetchall()
     assert table == [(1, "a-new", "2024-01-02 09:00:00"), (2, "b", "2024-01-02 08:00:00")]
     assert (summary.rows_updated, summary.rows_deleted) == (2, 0)
-    assert summary.cursor["high_water"] == "2024-01-02T09:00:00"
+    assert summary.cursor["high_water"]["mark"] == "2024-01-02 09:00:00"
 
 
 def test_missing_timestamp_column_is_named(tmp_path: Path) -> None:
