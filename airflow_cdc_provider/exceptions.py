@@ -38,9 +38,9 @@ class ChangeFileUnavailableError(ChangeFeedError):
 
 
 class ChangeFileVanishedError(ChangeFileUnavailableError):
-    """A listed change file is gone (renamed, moved or deleted since the listing).
+    """A listed change file is gone, or is not the listed version any more (renamed, moved, deleted, rewritten).
 
-    The file engine skips it, leaves it out of the cursor and warns: the next listing sees it if it is back.
+    The file engine skips it, leaves it out of the cursor and warns: the next listing sees what is there then.
     """
 
 

@@ -131,10 +131,11 @@ def moto_server() -> Iterator[dict[str, str]]:
     iam = boto3.client(
         "iam", endpoint_url=url, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
     )
-    iam.create_user(UserName="cdc")
+    user = f"cdc-{uuid.uuid4().hex[:8]}"  # moto's backends live as long as the process: one user per module
+    iam.create_user(UserName=user)
     policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
-    iam.put_user_policy(UserName="cdc", PolicyName="all", PolicyDocument=json.dumps(policy))
-    key = iam.create_access_key(UserName="cdc")["AccessKey"]
+    iam.put_user_policy(UserName=user, PolicyName="all", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=user)["AccessKey"]
     saved = settings.INITIAL_NO_AUTH_ACTION_COUNT
     settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # from here on, every request is authenticated
     client = boto3.client(

@@ -17,9 +17,9 @@ listing's own clock (the store's, where its answer says it, else the worker's), 
 once (its identity stays in ``recent`` while it is ahead) and the files after it are still seen; the log
 warns about it.
 
-A file gone between the listing and its read (renamed, moved, deleted) is skipped with a warning and left out
-of the cursor, so the next listing sees it if it is back. Stores filter names before they ask anything more
-of a file, so a writer's ``x.csv.tmp`` renamed meanwhile never fails a listing.
+A file gone or replaced between the listing and its read (renamed, moved, deleted, rewritten) is skipped with a
+warning and left out of the cursor, so the next listing sees what is there then. Stores filter names before
+they ask anything more of a file, so a writer's ``x.csv.tmp`` renamed meanwhile never fails a listing.
 
 A file that breaks the contract (unreadable, truncated, empty, an unknown change type, a missing or null
 key) fails the run by default, applying nothing. With ``bad_files="quarantine"`` it is read through once
@@ -34,6 +34,7 @@ stops in between leaves them, and the next run tidies every applied file it stil
 from __future__ import annotations
 
 import contextlib
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -59,6 +60,8 @@ _IGNORED_SUFFIXES = (".tmp", ".partial", ".crdownload", ".filepart")
 # A file dated further ahead of the listing's clock than this is named in the log (the watermark is capped
 # whatever the gap; the slack spares the log the stores' rounding of times to the second).
 _CLOCK_SLACK = timedelta(seconds=5)
+
+log = logging.getLogger(__name__)  # a stdlib logger: Airflow routes it to the task log
 
 
 @dataclass(frozen=True, order=True)
@@ -240,8 +243,10 @@ class FileChangeFeedHook(BaseHook, ABC):
             except ChangeFileVanishedError as err:
                 if read:  # some of its rows are staged: only a retry of the whole run is exact
                     raise
-                self.log.warning(
-                    "Skipped %s: it is gone since it was listed; the next run sees it if it is back (%s)", origin, err
+                log.warning(
+                    "Skipped %s: it is gone or replaced since it was listed; the next run sees what is there then (%s)",
+                    origin,
+                    err,
                 )
                 pull.end_cursor["recent"].pop(file.path, None)
                 continue
@@ -275,7 +280,7 @@ class FileChangeFeedHook(BaseHook, ABC):
     def _warn_of_clocks(self, cursor: Cursor | None, pending: Sequence[ChangeFile], clock: datetime) -> None:
         for file in pending:
             if file.modified > clock + _CLOCK_SLACK:
-                self.log.warning(
+                log.warning(
                     "%s is dated %s, ahead of the store's clock (%s): a writer's clock runs ahead? It is applied "
                     "once, and the watermark stays at the clock so that the files after it are still seen",
                     self.location(file),
@@ -284,7 +289,7 @@ class FileChangeFeedHook(BaseHook, ABC):
                 )
         held = _watermark(cursor)
         if held is not None and held > clock + _CLOCK_SLACK:
-            self.log.warning(
+            log.warning(
                 "The stream's watermark %s is ahead of the store's clock (%s) (a file dated ahead, met by an earlier "
                 "version of this provider?): files dated before %s are not seen. A full refresh re-reads them",
                 held.isoformat(),

@@ -10,6 +10,7 @@ under the first path in name order, and a broken link is skipped with a warning.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ from typing import Any
 
 from airflow_cdc_provider.exceptions import FileChangedError
 from airflow_cdc_provider.hooks.files import ChangeFile, FileChangeFeedHook, is_skipped_folder
+
+log = logging.getLogger(__name__)  # a stdlib logger: Airflow routes it to the task log
 
 
 class LocalChangeFeedHook(FileChangeFeedHook):
@@ -88,9 +91,7 @@ class LocalChangeFeedHook(FileChangeFeedHook):
             return
         seen = folders.setdefault((found.st_dev, found.st_ino), path)
         if seen != path:
-            self.log.warning(
-                "Folder %s is the folder %s (a link): its files are listed once, under %s", path, seen, seen
-            )
+            log.warning("Folder %s is the folder %s (a link): its files are listed once, under %s", path, seen, seen)
             return
         yield from self._walk(Path(entry.path), path + "/", folders)
 
@@ -99,7 +100,7 @@ class LocalChangeFeedHook(FileChangeFeedHook):
             found = entry.stat()  # follows a link
         except FileNotFoundError:
             if os.path.islink(entry.path):  # the link is there, what it points to is not
-                self.log.warning("Skipped %s: a symbolic link to %s, which does not exist", path, _link_target(entry))
+                log.warning("Skipped %s: a symbolic link to %s, which does not exist", path, _link_target(entry))
             return None  # else gone since the folder was listed (a writer's rename): the next run sees it
         if not stat.S_ISREG(found.st_mode):
             return None  # a pipe or a socket named like a change file

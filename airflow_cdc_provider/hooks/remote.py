@@ -2,8 +2,9 @@
 
 A remote store lists its files and copies one, chunk by chunk, into a local file; this module gives it the
 temporary file and removes it when the engine has read it. No store holds a whole file in memory. A file gone
-since the listing (HTTP 404, no such file) is told to the engine as vanished (it skips it), one replaced since
-as :class:`FileChangedError`. A store whose listing answers carry an HTTP ``Date`` passes it to
+or replaced since the listing (HTTP 404 or 412, no such file, another size or time) is told to the engine as
+vanished: it skips the file and leaves it out of the cursor, so the next run applies what is there then. A
+store whose listing answers carry an HTTP ``Date`` passes it to
 :meth:`RemoteFileChangeFeedHook.note_store_date`: the engine's watermark then never passes the store's clock.
 """
 
@@ -82,7 +83,7 @@ class RemoteFileChangeFeedHook(FileChangeFeedHook):
         with tempfile.TemporaryDirectory(prefix="cdc-download-", dir=self.download_dir) as folder:
             # Keep the name: readers (and error messages) go by it.
             local_path = os.path.join(folder, file.path.rsplit("/", 1)[-1])
-            with unless_changed(file), unless_gone(self.location(file)):
+            with unless_gone(self.location(file)):
                 self.download(file, local_path)
             yield local_path
 
@@ -117,13 +118,16 @@ def unless_changed(file: ChangeFile) -> Iterator[None]:
 
 @contextlib.contextmanager
 def unless_gone(location: str) -> Iterator[None]:
-    """Turn a store's "not found" (HTTP 404, no such file) into :class:`ChangeFileVanishedError`."""
+    """Turn a store's "not found" or "not the listed version" (HTTP 404 or 412, no such file, a file rewritten)
+    into :class:`ChangeFileVanishedError`. (Azure answers 412 for a blob deleted under an ETag condition.)"""
     try:
         yield
     except Exception as err:
-        if not isinstance(err, FileNotFoundError) and http_status(err) != 404:
+        if not isinstance(err, (FileNotFoundError, FileChangedError)) and http_status(err) not in (404, 412):
             raise
-        raise ChangeFileVanishedError(f"{location}: gone since it was listed ({type(err).__name__})") from err
+        raise ChangeFileVanishedError(
+            f"{location}: gone or replaced since it was listed ({type(err).__name__})"
+        ) from err
 
 
 def utc(moment: datetime) -> datetime:
