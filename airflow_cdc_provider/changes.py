@@ -70,8 +70,11 @@ def prepare_batch(
     """
     check_column_names(batch.schema.names, origin=origin)
     batch = _with_canonical_change_type(batch)
-    if CHANGE_SEQUENCE in _folded(batch.schema.names):
-        raise BadChangeFileError(f"{origin}: column {CHANGE_SEQUENCE!r} is reserved for the change order; rename it")
+    spelt = _folded(batch.schema.names).get(CHANGE_SEQUENCE)
+    if spelt is not None:
+        raise BadChangeFileError(
+            f"{origin}: column {spelt!r} is reserved for the change order ({CHANGE_SEQUENCE}); rename it"
+        )
     check_keys(batch, primary_key, origin=origin, first_row=first_row)
     change_types = normalize_change_types(batch, origin=origin, first_row=first_row)
     sequence = pa.array(np.arange(first_sequence, first_sequence + batch.num_rows, dtype=np.int64))

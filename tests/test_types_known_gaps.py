@@ -9,6 +9,7 @@ matching entry of ``KNOWN_DESTINATION_GAPS`` in ``tests/test_types_generative.py
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,27 @@ def test_a_widening_that_changes_a_value_is_refused(kind: str, request: pytest.F
         assert "2.parquet" in str(err) and "'n'" in str(err)
         return
     assert target.read("items")[1][1]["n"] == 2**53 + 1, "the value held changed"
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "delta"])
+@pytest.mark.xfail(
+    strict=True,
+    raises=Exception,
+    reason="issue 12 item 2: a nanosecond file after a microsecond column holding 9999-12-31: the column widens to "
+    "nanoseconds and the run fails with a raw ConversionException 'Could not convert Timestamp to higher precision'",
+)
+def test_a_nanosecond_file_after_a_far_date_applies(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """pandas writes nanoseconds; a table of microseconds often holds a far-future end date."""
+    target: Target = request.getfixturevalue(f"{kind}_target")
+    feed, destination, spec = tmp_path / "feed", target.destination("items"), SyncSpec("s", ("id",))
+    for at, (key, moment, unit) in enumerate([(1, datetime(9999, 12, 31), "us"), (2, datetime(2024, 1, 1), "ns")]):
+        schema = pa.schema([pa.field("id", pa.int64()), pa.field("ts", pa.timestamp(unit))])
+        write_change_file(feed, f"{at}.parquet", [{"id": key, "ts": moment}], modified=at, schema=schema)
+        run_sync(LocalChangeFeedHook(str(feed)), destination, spec)
+    assert {key: row["ts"] for key, row in target.read("items")[1].items()} == {
+        1: datetime(9999, 12, 31),
+        2: datetime(2024, 1, 1),
+    }
 
 
 # -- item 7 -------------------------------------------------------------------------------------------------

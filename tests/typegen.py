@@ -71,7 +71,7 @@ def _values(kind: pa.DataType, then: pa.DataType | None = None) -> st.SearchStra
         exact = Context(prec=200)  # the default context rounds to 28 digits
         return st.integers(-limit, limit).map(lambda digits: Decimal(digits).scaleb(-kind.scale, exact))
     if pa.types.is_timestamp(kind):
-        finest = kind.unit if then is None else then.unit
+        finest = max([kind.unit, *([then.unit] if then is not None else [])], key=UNITS.index)
         low, high = _NS_RANGE if finest == "ns" else (s * 10**9 for s in _SECONDS)
         return st.integers(-(-low // _NS[kind.unit]), high // _NS[kind.unit])
     if pa.types.is_time(kind):
@@ -174,6 +174,11 @@ def in_type(values: tuple[Any, ...], first: pa.DataType, second: pa.DataType) ->
         factor = _NS[first.unit] // _NS[second.unit]
         values = tuple(None if value is None else value * factor for value in values)
     return pa.array(values, second)
+
+
+def value_strategy(kind: pa.DataType, then: pa.DataType | None = None) -> st.SearchStrategy[Any]:
+    """Values of ``kind`` as pyarrow takes them; with ``then``, only values that type holds too."""
+    return _values(kind, then)
 
 
 def holds(fmt: str, kind: pa.DataType) -> bool:
