@@ -24,14 +24,16 @@ SPEC = SyncSpec("listing", ("id",))
 DAY = 86_400
 
 
-def land(folder: Path, name: str, key: int, at: float | None = None, value: str = "v") -> Path:
-    """A one-row change file, written under ``.tmp`` and renamed into place (the README's writer protocol)."""
+def land(folder: Path, name: str, key: int, at: float | None = None, value: str = "v", hold: float = 0.0) -> Path:
+    """A one-row change file, written under ``.tmp`` and renamed into place (the README's writer protocol);
+    ``hold`` seconds pass between the two, as when a writer streams a large file."""
     path = folder / name
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(f"id,v\n{key},{value}\n")
     if at is not None:
         os.utime(temporary, (at, at))
+    time.sleep(hold)
     os.replace(temporary, path)
     return path
 
@@ -54,20 +56,19 @@ def destination(tmp_path: Path) -> DuckDBDestination:
 
 
 class Writer(threading.Thread):
-    """Lands ``count`` files, each under ``.tmp`` first, then renamed, ``pause`` seconds apart."""
+    """Lands ``count`` files, each written under ``.tmp`` for ``hold`` seconds, then renamed."""
 
-    def __init__(self, folder: Path, count: int, pause: float = 0.0) -> None:
+    def __init__(self, folder: Path, count: int, hold: float) -> None:
         super().__init__(daemon=True)
-        self.folder, self.count, self.pause = folder, count, pause
+        self.folder, self.count, self.hold = folder, count, hold
 
     def run(self) -> None:
         for key in range(self.count):
-            land(self.folder, f"sub{key % 3}/x{key:04d}.csv", key)
-            time.sleep(self.pause)
+            land(self.folder, f"sub{key % 3}/x{key:04d}.csv", key, hold=self.hold)
 
 
 def test_listings_during_renames_never_fail(feed: Path) -> None:
-    writer = Writer(feed, 400)
+    writer = Writer(feed, 300, hold=0.003)
     writer.start()
     hook, listings = LocalChangeFeedHook(str(feed)), 0
     while writer.is_alive():
@@ -75,11 +76,11 @@ def test_listings_during_renames_never_fail(feed: Path) -> None:
         listings += 1
     writer.join()
     assert listings > 10, "the writer finished before the listings could race it"
-    assert len(hook.change_files()) == 400
+    assert len(hook.change_files()) == 300
 
 
 def test_syncs_during_renames_apply_every_file_once(feed: Path, destination: DuckDBDestination) -> None:
-    writer = Writer(feed, 150, pause=0.01)
+    writer = Writer(feed, 150, hold=0.01)
     writer.start()
     summaries: list[SyncSummary] = []
     while writer.is_alive():
