@@ -220,7 +220,7 @@ def _line_of_row(local_path: str, gzipped: bool, row: int) -> int:
     """The line of a JSON Lines file that holds its ``row``-th record (blank lines hold none)."""
     records = 0
     with pa.input_stream(local_path, compression="gzip" if gzipped else None) as stream:
-        for number, line in enumerate(io.BufferedReader(stream), 1):  # type: ignore[arg-type]
+        for number, line in enumerate(io.BufferedReader(stream), 1):
             records += bool(line.strip())
             if records == row:
                 return number

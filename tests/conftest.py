@@ -12,4 +12,4 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "example_dags")
 
 # The destination fixtures shared by the destination suite, and the store servers shared by the file-store suites.
-pytest_plugins = ("tests.destinations", "tests.stores")
+pytest_plugins = ("tests.destinations", "tests.stores", "tests.store_servers")

@@ -31,17 +31,8 @@ from airflow_cdc_provider.hooks.files import FileChangeFeedHook
 from airflow_cdc_provider.pipeline import SyncSpec, default_stream_id, run_sync
 from airflow_cdc_provider.sensors.files import NewChangeFilesSensor
 from airflow_cdc_provider.triggers.files import NewChangeFilesTrigger
-from tests.stores import (
-    BASE,
-    BUCKET,
-    Store,
-    connection,
-    container_sas_url,
-    free_port,
-    sftp_store,
-    stop_group,
-    wait_for_port,
-)
+from tests.store_servers import container_sas_url, sftp_store
+from tests.stores import BASE, BUCKET, Store, connection, free_port, stop_group, wait_for_port
 
 TABLE = "items"
 DUCKDB = "airflow_cdc_provider.destinations.duckdb.DuckDBDestination"
