@@ -57,22 +57,14 @@ def test_every_known_gap_is_reproduced_here() -> None:
 DECIMAL76 = _column(pa.decimal256(40, 2), (None, None, None))
 
 
+@pytest.mark.parametrize("kind", ["duckdb", "delta"])
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
-    reason="issue 12 item 11: decimal256 on DuckDB: raw duckdb NotImplementedException at staging",
+    reason="issue 12 item 11: decimal256 on DuckDB and Delta: raw duckdb NotImplementedException at staging",
 )
-def test_decimal256_on_duckdb(duckdb_target: Target) -> None:
-    check_round_trip(duckdb_target, [DECIMAL76], "parquet", "parquet")
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 12 item 11: decimal256 on Delta: raw duckdb NotImplementedException at staging",
-)
-def test_decimal256_on_delta(delta_target: Target) -> None:
-    check_round_trip(delta_target, [DECIMAL76], "parquet", "parquet")
+def test_decimal256_on_duckdb_and_delta(kind: str, request: pytest.FixtureRequest) -> None:
+    check_round_trip(request.getfixturevalue(f"{kind}_target"), [DECIMAL76], "parquet", "parquet")
 
 
 @pytest.mark.xfail(
