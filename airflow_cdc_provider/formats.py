@@ -187,7 +187,9 @@ def _cast_columns(batch: pa.RecordBatch, types: dict[str, pa.DataType]) -> pa.Re
 def _check_utf8(batch: pa.RecordBatch, name: str, rows_before: int, line_of: Callable[[int], int | None]) -> None:
     """Refuse text that is not valid UTF-8 (Arrow's readers pass it through), naming the row and column."""
     try:
-        batch.validate(full=True)
+        for column in batch.columns:
+            if not _fixed_width(column.type):  # only text (and what nests it) can hold invalid UTF-8
+                column.validate(full=True)
     except pa.ArrowInvalid as err:
         found = _first_undecodable(batch)
         if found is None:
@@ -198,6 +200,10 @@ def _check_utf8(batch: pa.RecordBatch, name: str, rows_before: int, line_of: Cal
         raise BadChangeFileError(
             f"{name}: {where}, column {column!r} is not valid UTF-8 text; write the file as UTF-8"
         ) from None
+
+
+def _fixed_width(kind: pa.DataType) -> bool:
+    return pa.types.is_primitive(kind) or pa.types.is_decimal(kind) or pa.types.is_fixed_size_binary(kind)
 
 
 def _first_undecodable(batch: pa.RecordBatch) -> tuple[int, str] | None:

@@ -68,19 +68,20 @@ class LocalChangeFeedHook(FileChangeFeedHook):
 
     def _walk(self, folder: Path, relative: str, folders: dict[tuple[int, int], str]) -> Iterator[ChangeFile]:
         """The change files under ``folder``; ``folders`` maps each folder read so far to its path."""
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # a folder that went meanwhile
+        try:
             with os.scandir(folder) as scan:
                 entries = sorted(scan, key=lambda entry: entry.name)
-            for entry in entries:
-                path = relative + entry.name
-                if entry.is_dir():  # follows a link; False for a broken one
-                    if is_skipped_folder(entry.name):
-                        continue
+        except (FileNotFoundError, NotADirectoryError):
+            return  # a folder that went meanwhile (a writer's temporary folder)
+        for entry in entries:
+            path = relative + entry.name
+            if entry.is_dir():  # follows a link; False for a broken one
+                if not is_skipped_folder(entry.name):
                     yield from self._walk_folder(entry, path, folders)
-                elif self.wanted(path):
-                    file = self._listed_file(entry, path)
-                    if file is not None:
-                        yield file
+            elif self.wanted(path):
+                file = self._listed_file(entry, path)
+                if file is not None:
+                    yield file
 
     def _walk_folder(
         self, entry: os.DirEntry[str], path: str, folders: dict[tuple[int, int], str]
