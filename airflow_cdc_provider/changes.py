@@ -14,6 +14,11 @@ A change batch is a ``pyarrow.RecordBatch`` of the user's columns plus two reser
 The destinations' own bookkeeping columns (:data:`SYSTEM_COLUMNS`: ``_cdc_deleted_at`` for soft deletes,
 ``_cdc_valid_from`` / ``_cdc_valid_to`` / ``_cdc_is_current`` / ``_cdc_loaded_at`` for history) are reserved
 too: a batch carrying one is refused, so a user column can never be mistaken for them.
+
+Column names are compared case-insensitively, as DuckDB, Snowflake and Delta compare them (so a table works
+the same on every destination): a batch may not hold two names that differ only in case, nor a name twice,
+nor an empty name; ``_Change_Request_Type`` is the change-type column, and the reserved names are reserved in
+any case.
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ VALID_TO = "_cdc_valid_to"
 IS_CURRENT = "_cdc_is_current"
 LOADED_AT = "_cdc_loaded_at"
 SYSTEM_COLUMNS = (DELETED_AT, VALID_FROM, VALID_TO, IS_CURRENT, LOADED_AT)
+_RESERVED_FOLDED = {name.lower() for name in RESERVED_COLUMNS}
+_SYSTEM_FOLDED = {name.lower() for name in SYSTEM_COLUMNS}
 
 
 def prepare_batch(
@@ -76,8 +83,13 @@ def prepare_batch(
     :param primary_key: the key columns; each must be present and non-null on every row.
     :param change_time: when the source says these rows changed (a file's last-modified time).
     """
-    if CHANGE_SEQUENCE in batch.schema.names:
-        raise BadChangeFileError(f"{origin}: column {CHANGE_SEQUENCE!r} is reserved for the change order; rename it")
+    check_column_names(batch.schema.names, origin=origin)
+    batch = _with_canonical_change_type(batch)
+    spelt = _folded(batch.schema.names).get(CHANGE_SEQUENCE)
+    if spelt is not None:
+        raise BadChangeFileError(
+            f"{origin}: column {spelt!r} is reserved for the change order ({CHANGE_SEQUENCE}); rename it"
+        )
     check_keys(batch, primary_key, origin=origin, first_row=first_row)
     change_types = normalize_change_types(batch, origin=origin, first_row=first_row)
     sequence = pa.array(np.arange(first_sequence, first_sequence + batch.num_rows, dtype=np.int64))
@@ -90,14 +102,36 @@ def prepare_batch(
     )
 
 
+def check_column_names(names: Sequence[str], *, origin: str) -> None:
+    """Every column has a name, and no two names are equal when compared case-insensitively."""
+    seen: dict[str, tuple[int, str]] = {}
+    for position, name in enumerate(names, 1):
+        if not name:
+            raise BadChangeFileError(f"{origin}: column {position} has no name (an empty header cell); name it")
+        first, spelt = seen.setdefault(name.lower(), (position, name))
+        if first == position:
+            continue
+        if spelt == name:
+            raise BadChangeFileError(
+                f"{origin}: column {name!r} appears twice (columns {first} and {position}); give each its own name"
+            )
+        raise BadChangeFileError(
+            f"{origin}: columns {spelt!r} and {name!r} differ only in case; column names are compared "
+            "case-insensitively (DuckDB, Snowflake and Delta cannot hold both): rename one of them"
+        )
+
+
 def check_keys(batch: pa.RecordBatch, primary_key: Sequence[str], *, origin: str, first_row: int = 0) -> None:
     """Every key column is present, and non-null on every row; the error names the row."""
     names = batch.schema.names
     missing = [key for key in primary_key if key not in names]
     if missing:
+        folded = _folded(names)
+        spelt = [f"{folded[key.lower()]!r} for {key!r}" for key in missing if key.lower() in folded]
+        hint = f" It spells {', '.join(spelt)}: name the key as the files spell it." if spelt else ""
         raise MissingKeyColumnError(
             f"{origin}: primary-key column(s) {missing} missing; it has columns {names}. "
-            "Every change must carry the key columns."
+            f"Every change must carry the key columns.{hint}"
         )
     for key in primary_key:
         column = batch.column(key)
@@ -118,10 +152,10 @@ def with_change_columns(
 
     :param change_time: each row's source time, or one for all rows; ``None`` if the source tells none.
     """
-    clash = [name for name in user_columns.schema.names if name in RESERVED_COLUMNS]
+    clash = [name for name in user_columns.schema.names if name.lower() in _RESERVED_FOLDED]
     if clash:
         raise BadChangeFileError(f"{origin}: column(s) {clash} are reserved for the change vocabulary; rename them")
-    system = [name for name in user_columns.schema.names if name in SYSTEM_COLUMNS]
+    system = [name for name in user_columns.schema.names if name.lower() in _SYSTEM_FOLDED]
     if system:
         raise BadChangeFileError(
             f"{origin}: column(s) {system} are reserved for the destination's soft-delete and history columns "
@@ -143,6 +177,19 @@ def with_change_columns(
             metadata={_ORIGIN: origin},
         ),
     )
+
+
+def _folded(names: Sequence[str]) -> dict[str, str]:
+    return {name.lower(): name for name in names}
+
+
+def _with_canonical_change_type(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch with its change-type column, in whatever case it was written, named ``_change_request_type``."""
+    names = batch.schema.names
+    spelt = _folded(names).get(CHANGE_TYPE)
+    if spelt is None or spelt == CHANGE_TYPE:
+        return batch
+    return batch.rename_columns([CHANGE_TYPE if name == spelt else name for name in names])
 
 
 def origin_of(batch: pa.RecordBatch) -> str:

@@ -30,6 +30,20 @@ class EmptyChangeFileError(BadChangeFileError):
     """A change file holds no rows; without rows it cannot be told apart from a truncated upload."""
 
 
+class ChangeFileUnavailableError(ChangeFeedError):
+    """A listed change file cannot be read for the moment (no permission yet, the store did not answer).
+
+    Not a bad file, so never quarantined: the run fails having applied nothing, and a retry reads it again.
+    """
+
+
+class ChangeFileVanishedError(ChangeFileUnavailableError):
+    """A listed change file is gone, or is not the listed version any more (renamed, moved, deleted, rewritten).
+
+    The file engine skips it, leaves it out of the cursor and warns: the next listing sees what is there then.
+    """
+
+
 class FileChangedError(ChangeFeedError):
     """A file was rewritten since it was listed: it is not read, moved or deleted in this run (the next run
     sees the new version)."""
@@ -87,7 +101,7 @@ class TableShapeError(ChangeFeedError):
     """A destination table's columns do not fit the destination's ``delete_mode`` / ``history`` options."""
 
 
-class IdentifierTooLongError(ChangeFeedError, ValueError):
+class IdentifierTooLongError(SchemaChangeError, ValueError):
     """A table or column name is longer than the destination's identifiers, which would cut it silently."""
 
 

@@ -1,9 +1,19 @@
 """Schema evolution: how a destination column meets a batch column of another type.
 
 Written once for every destination. A new column is added; a type of the same family that the
-destination can hold without loss (int32 -> int64, int -> double, second -> microsecond timestamps)
-is widened; a column that is null throughout the batch fits anything; anything else fails and names
-the column and both types. Where the user allows it (``allow_string``), any column also widens to a string.
+destination can hold without loss (int32 -> int64, int -> double, second -> microsecond timestamps,
+decimal(10,2) -> decimal(12,2)) is widened; a column that is null throughout the batch fits anything;
+anything else fails and names the column and both types. Where the user allows it (``allow_string``), any
+column also widens to a string.
+
+Timestamps with a time zone hold instants, whatever zone they are shown in (Arrow keeps them as UTC), so
+any two zoned timestamps agree: ``tz=UTC`` from a file meets the ``tz=Etc/UTC`` a DuckDB TIMESTAMPTZ reads
+back as, or a ``+02:00`` offset, and the table keeps its own zone. A timestamp without a zone is a wall-clock
+reading, which no zoned column can take without guessing its zone.
+
+Column names are compared case-insensitively, as DuckDB, Snowflake and Delta compare them, so a table
+works the same on every destination: a column spelt differently from the table's (``Email`` where the table
+holds ``email``) is refused, naming both spellings.
 
 Each destination takes ``on_schema_change``: ``"add_columns"`` (the default) applies the additions and
 widenings above; ``"fail"`` refuses any change to an existing table, naming the column and its types.
@@ -60,9 +70,17 @@ def reconcile(
     :param on_schema_change: ``"fail"`` refuses any addition or widening, naming the column and types.
     """
     changes = SchemaChanges()
+    folded = {name.lower(): name for name in existing.names}
     for new in incoming:
         index = existing.get_field_index(new.name)
         if index < 0:
+            held = folded.get(new.name.lower())
+            if held is not None:
+                raise SchemaChangeError(
+                    f"{origin}: column {new.name!r} differs only in case from the destination's column {held!r}; "
+                    "column names are compared case-insensitively (DuckDB, Snowflake and Delta cannot hold both), "
+                    f"so spell it {held!r} at the source"
+                )
             changes.added.append(new)
             continue
         old = existing.field(index)
@@ -99,13 +117,22 @@ def widened_type(old: pa.DataType, new: pa.DataType, *, allow_string: bool = Fal
     if _is_text(old) and _is_text(new):
         return old
     if pa.types.is_integer(old) and pa.types.is_integer(new):
-        return old if old.bit_width >= new.bit_width else new
+        return _widened_integer(old, new)
+    if pa.types.is_integer(old) and pa.types.is_decimal(new):
+        return _widened_decimal(_as_decimal(old), new)
+    if pa.types.is_decimal(old) and pa.types.is_integer(new):
+        return _widened_decimal(old, _as_decimal(new))
     if pa.types.is_floating(old) and (pa.types.is_integer(new) or pa.types.is_floating(new)):
         return old if not pa.types.is_floating(new) or old.bit_width >= new.bit_width else new
     if pa.types.is_integer(old) and pa.types.is_floating(new):
         return pa.float64()
-    if pa.types.is_timestamp(old) and pa.types.is_timestamp(new) and old.tz == new.tz:
+    if pa.types.is_timestamp(old) and pa.types.is_timestamp(new) and bool(old.tz) == bool(new.tz):
+        # Zoned timestamps are instants whatever their zone: the table keeps its own zone.
+        return old if _UNITS.index(old.unit) >= _UNITS.index(new.unit) else pa.timestamp(new.unit, old.tz)
+    if pa.types.is_time(old) and pa.types.is_time(new):
         return old if _UNITS.index(old.unit) >= _UNITS.index(new.unit) else new
+    if pa.types.is_decimal(old) and pa.types.is_decimal(new):
+        return _widened_decimal(old, new)
     if pa.types.is_date(old) and pa.types.is_date(new):
         return old
     if allow_string and _is_text(old):
@@ -116,6 +143,42 @@ def widened_type(old: pa.DataType, new: pa.DataType, *, allow_string: bool = Fal
 
 
 _UNITS = ["s", "ms", "us", "ns"]
+_DECIMAL128_DIGITS, _DECIMAL256_DIGITS = 38, 76
+
+
+# Decimal digits each integer type needs: int64 holds 19, uint64 20.
+_INTEGER_DIGITS = {8: 3, 16: 5, 32: 10, 64: 19}
+
+
+def _widened_integer(old: pa.DataType, new: pa.DataType) -> pa.DataType:
+    """The integer that holds both: the wider of one signedness; a signed one wider than an unsigned one
+    (int16 and uint16 give int32); past 64 bits, decimal(20, 0)."""
+    if pa.types.is_signed_integer(old) == pa.types.is_signed_integer(new):
+        return old if old.bit_width >= new.bit_width else new
+    signed, unsigned = (old, new) if pa.types.is_signed_integer(old) else (new, old)
+    bits = max(signed.bit_width, unsigned.bit_width * 2)
+    if bits > 64:
+        return _as_decimal(pa.uint64())
+    widened = getattr(pa, f"int{bits}")()
+    return old if old.equals(widened) else widened
+
+
+def _as_decimal(integer: pa.DataType) -> pa.DataType:
+    """The decimal that holds every value of an integer type (uint64: 20 digits)."""
+    unsigned64 = pa.types.is_uint64(integer)
+    return pa.decimal128(_INTEGER_DIGITS[integer.bit_width] + unsigned64, 0)
+
+
+def _widened_decimal(old: pa.DataType, new: pa.DataType) -> pa.DataType | None:
+    """The decimal with as many integer digits and as much scale as either: decimal(10,2) and (12,2) give
+    (12,2); (10,2) and (10,4) give (12,4). ``None`` past 76 digits."""
+    scale = max(old.scale, new.scale)
+    precision = max(old.precision - old.scale, new.precision - new.scale) + scale
+    if precision <= old.precision and scale == old.scale:
+        return old
+    if precision <= _DECIMAL128_DIGITS and not pa.types.is_decimal256(old):
+        return pa.decimal128(precision, scale)
+    return pa.decimal256(precision, scale) if precision <= _DECIMAL256_DIGITS else None
 
 
 def _is_text(data_type: pa.DataType) -> bool:

@@ -11,4 +11,5 @@ os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="cdc-airflow-home-")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "example_dags")
 
-pytest_plugins = ("tests.destinations",)  # the destination fixtures shared by the destination suite
+# The destination fixtures shared by the destination suite, and the store servers shared by the file-store suites.
+pytest_plugins = ("tests.destinations", "tests.stores", "tests.store_servers")

@@ -3,6 +3,11 @@ refused naming the column and both types; ``on_schema_change="fail"`` refuses an
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -119,3 +124,60 @@ def test_delta_destination_takes_storage_options_from_an_airflow_connection(monk
     monkeypatch.setenv("AIRFLOW_CONN_LAKE", f'{{"conn_type": "cdc_delta", "extra": {extra}}}')
     destination = DeltaDestination("s3://lake/orders", {"AWS_REGION": "us-east-1"}, delta_conn_id="lake")
     assert destination.options == {"AWS_REGION": "us-east-1", "AWS_SECRET_ACCESS_KEY": "from-the-connection"}
+
+
+@pytest.fixture
+def worker_in_berlin(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("worker_in_berlin")
+def test_zoned_timestamps_apply_every_run_whatever_zone_they_are_written_in(tmp_path: Path, target: Target) -> None:
+    """Issue 12 item 1: ``Z``, ``tz=UTC``, ``+02:00`` and a table's timestamptz (DuckDB's reads back as
+    ``Etc/UTC``) all hold instants: every run applies, on a worker in Berlin too."""
+    feed = tmp_path / "feed"
+    destination = target.destination()
+    instants = [datetime(2024, 1, 1, 10, tzinfo=timezone.utc) + timedelta(hours=hour) for hour in range(4)]
+    files = [
+        ("1.csv", "id,ts\n1,2024-01-01T10:00:00Z\n"),
+        ("2.parquet", pa.table({"id": [2], "ts": pa.array([instants[1]], pa.timestamp("us", "UTC"))})),
+        ("3.csv", "id,ts\n3,2024-01-01T14:00:00+02:00\n"),
+        ("4.parquet", pa.table({"id": [4], "ts": pa.array([instants[3]], pa.timestamp("ms", "America/New_York"))})),
+    ]
+    for at, (name, content) in enumerate(files):
+        if isinstance(content, str):
+            (feed / name).parent.mkdir(exist_ok=True)
+            (feed / name).write_text(content)
+        else:
+            write_change_file(feed, name, content.to_pylist(), modified=at, schema=content.schema)
+        os.utime(feed / name, (1_700_000_000 + at, 1_700_000_000 + at))
+        run_sync(LocalChangeFeedHook(str(feed)), destination, SPEC)
+    held = {key: row["ts"].astimezone(timezone.utc) for key, row in target.read()[1].items()}
+    assert held == dict(zip(range(1, 5), instants, strict=True))
+
+
+def test_decimals_widen_without_losing_a_digit(tmp_path: Path, target: Target) -> None:
+    """Issue 12 item 1: decimal(10,2) meeting (12,2), then (12,4): integer digits and scale only grow."""
+    feed = Feed(tmp_path / "feed", target.destination())
+    feed.sync([{"id": 1, "d": Decimal("12345678.91")}], _schema(d=pa.decimal128(10, 2)))
+    feed.sync([{"id": 2, "d": Decimal("1234567890.12")}], _schema(d=pa.decimal128(12, 2)))
+    feed.sync([{"id": 3, "d": Decimal("12345678.1234")}], _schema(d=pa.decimal128(12, 4)))
+    held = {key: row["d"] for key, row in target.read()[1].items()}
+    assert held == {1: Decimal("12345678.91"), 2: Decimal("1234567890.12"), 3: Decimal("12345678.1234")}
+
+
+def test_the_change_type_column_is_recognised_in_any_case(tmp_path: Path, target: Target) -> None:
+    """Issue 12 item 10: names are compared case-insensitively, so a Snowflake export's ``_CHANGE_REQUEST_TYPE``
+    is the change-type column (its deletes delete), not a user column."""
+    feed = tmp_path / "feed"
+    destination = target.destination()
+    write_change_file(feed, "1.csv", [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}], modified=1)
+    run_sync(LocalChangeFeedHook(str(feed)), destination, SPEC)
+    write_change_file(feed, "2.csv", [{"id": 1, "_CHANGE_REQUEST_TYPE": "D"}], modified=2)
+    summary = run_sync(LocalChangeFeedHook(str(feed)), destination, SPEC)
+    assert summary.rows_deleted == 1
+    assert target.read() == (["id", "name"], {2: {"id": 2, "name": "b"}})

@@ -109,6 +109,7 @@ def moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[Moto]:
     finally:
         server.stop()
         s3_backends[DEFAULT_ACCOUNT_ID]["aws"].buckets.pop(BUCKET, None)
+        s3_backends.bucket_accounts.pop(BUCKET, None)  # moto's account-wide register of bucket names
 
 
 def put(files: dict[str, str]) -> None:
@@ -119,12 +120,15 @@ def put(files: dict[str, str]) -> None:
         client.put_object(Bucket=BUCKET, Key=f"landing/{name}", Body=text.encode())
 
 
+@pytest.mark.parametrize("bad_files", ["fail", "quarantine"])
 def test_s3_stopping_in_the_middle_of_a_pull_applies_nothing_and_the_retry_is_exact(
-    moto: Moto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    moto: Moto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad_files: str
 ) -> None:
+    """Under ``bad_files="quarantine"`` too: a download that fails for a moment is no bad file, so it is never
+    set aside (issue 12 item 6)."""
     from airflow_cdc_provider.hooks.s3 import S3ChangeFeedHook
 
-    source = S3ChangeFeedHook(BUCKET, "landing", aws_conn_id="cdc_fault_s3")
+    source = S3ChangeFeedHook(BUCKET, "landing", aws_conn_id="cdc_fault_s3", bad_files=bad_files)
     destination = DuckDBDestination(str(tmp_path / "db.duckdb"), "items")
     put(FIRST)
     assert sync(source, destination)["rows_inserted"] == 3
@@ -142,7 +146,7 @@ def test_s3_stopping_in_the_middle_of_a_pull_applies_nothing_and_the_retry_is_ex
 
     monkeypatch.setattr(S3ChangeFeedHook, "download", download_then_stop_the_server)
     with pytest.raises(Exception) as failure:
-        sync(S3ChangeFeedHook(BUCKET, "landing", aws_conn_id="cdc_fault_s3"), destination)
+        sync(S3ChangeFeedHook(BUCKET, "landing", aws_conn_id="cdc_fault_s3", bad_files=bad_files), destination)
     assert downloaded == ["002.csv"], "the run stopped in the middle of its files"
     assert_retryable(failure.value)
     assert is_transient(failure.value), f"not a network error: {failure.value!r}"
@@ -150,7 +154,8 @@ def test_s3_stopping_in_the_middle_of_a_pull_applies_nothing_and_the_retry_is_ex
     assert (read_table(tmp_path / "db.duckdb", "items"), checkpoint(source, destination)) == before
 
     moto.start()  # the store is back; Airflow's retry runs the task again
-    summary = sync(S3ChangeFeedHook(BUCKET, "landing", aws_conn_id="cdc_fault_s3"), destination)
+    summary = sync(S3ChangeFeedHook(BUCKET, "landing", aws_conn_id="cdc_fault_s3", bad_files=bad_files), destination)
+    assert summary["files_quarantined"] == {}
     assert (summary["files"], summary["rows_inserted"], summary["rows_updated"], summary["rows_deleted"]) == (
         3,
         2,

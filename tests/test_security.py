@@ -29,9 +29,8 @@ from airflow_cdc_provider.operators.sync import ChangeSyncOperator
 from tests.changefiles import write_change_file
 from tests.destinations import PG_CONN_ID, PostgresServer
 from tests.operator_run import execute
-from tests.test_files_stores import BUCKET as AZURITE_CONTAINER
-from tests.test_files_stores import _azure_put, container_sas_url
-from tests.test_files_stores import azurite as azurite  # noqa: F401 - the module-scoped Azurite fixture
+from tests.store_servers import _azure_put, container_sas_url  # the azurite fixture comes with the plugin
+from tests.stores import BUCKET as AZURITE_CONTAINER
 
 EVIL = 'x"; DROP TABLE sentinel; --'
 EVIL_SCHEMA = "s'c\"h; DROP TABLE sentinel; --"

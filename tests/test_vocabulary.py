@@ -99,6 +99,21 @@ def test_empty_identifiers_are_refused() -> None:
         (pa.int64(), pa.null(), pa.int64()),
         (pa.string(), pa.int64(), None),
         (pa.timestamp("us"), pa.timestamp("us", tz="UTC"), None),
+        # Zoned timestamps are instants: any two zones agree, the table keeps its own (issue 12 item 1).
+        (pa.timestamp("us", tz="Etc/UTC"), pa.timestamp("s", tz="UTC"), pa.timestamp("us", tz="Etc/UTC")),
+        (pa.timestamp("us", tz="Etc/UTC"), pa.timestamp("ns", tz="+02:00"), pa.timestamp("ns", tz="Etc/UTC")),
+        (pa.timestamp("us", tz="UTC"), pa.timestamp("us"), None),
+        (pa.decimal128(10, 2), pa.decimal128(12, 2), pa.decimal128(12, 2)),
+        (pa.decimal128(12, 2), pa.decimal128(10, 2), pa.decimal128(12, 2)),
+        (pa.decimal128(10, 2), pa.decimal128(10, 4), pa.decimal128(12, 4)),
+        (pa.decimal128(38, 0), pa.decimal128(38, 1), pa.decimal256(39, 1)),
+        (pa.decimal256(76, 0), pa.decimal256(76, 1), None),
+        (pa.int16(), pa.uint16(), pa.int32()),
+        (pa.int64(), pa.uint64(), pa.decimal128(20, 0)),
+        (pa.int16(), pa.decimal128(20, 0), pa.decimal128(20, 0)),
+        (pa.decimal128(10, 2), pa.int64(), pa.decimal128(21, 2)),
+        (pa.time64("us"), pa.time32("ms"), pa.time64("us")),
+        (pa.time32("s"), pa.time64("ns"), pa.time64("ns")),
     ],
 )
 def test_widening_rules(old: pa.DataType, new: pa.DataType, expected: pa.DataType | None) -> None:

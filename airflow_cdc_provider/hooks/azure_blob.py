@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from azure.core import MatchConditions
 from azure.storage.blob import ContainerClient
@@ -28,9 +28,17 @@ from airflow_cdc_provider.hooks.remote import (
 _FOLDER_METADATA = "hdi_isfolder"
 
 
-def list_blob_files(container: ContainerClient, prefix: str) -> Iterator[ChangeFile]:
-    """Every blob under ``prefix`` as a change file; a file's identity is its ETag."""
-    for blob in container.list_blobs(name_starts_with=list_prefix(prefix) or None, include=["metadata"]):
+def list_blob_files(
+    container: ContainerClient, prefix: str, on_date: Callable[[str | None], None] = lambda date: None
+) -> Iterator[ChangeFile]:
+    """Every blob under ``prefix`` as a change file; a file's identity is its ETag. ``on_date`` is given the
+    HTTP ``Date`` of each listing answer (the service's clock)."""
+    blobs = container.list_blobs(
+        name_starts_with=list_prefix(prefix) or None,
+        include=["metadata"],
+        raw_response_hook=lambda response: on_date(response.http_response.headers.get("Date")),
+    )
+    for blob in blobs:
         if (blob.metadata or {}).get(_FOLDER_METADATA) == "true" or blob.name.endswith("/"):
             continue
         yield ChangeFile(
@@ -98,7 +106,7 @@ class BlobContainerChangeFeedHook(RemoteFileChangeFeedHook):
         """The container, authenticated (built without a request)."""
 
     def list_files(self) -> Iterator[ChangeFile]:
-        return list_blob_files(self.container_client, self.prefix)
+        return list_blob_files(self.container_client, self.prefix, self.note_store_date)
 
     def download(self, file: ChangeFile, local_path: str) -> None:
         download_blob_file(self.container_client, self.prefix, file, local_path)

@@ -12,6 +12,15 @@ that lands late with an older last-modified (a multipart upload keeps its start 
 once, as long as it is no older than the look-back window; a file rewritten in place (new identity) is
 applied again.
 
+Clocks lie: a writer whose clock runs a day ahead stamps its file tomorrow. The watermark never passes the
+listing's own clock (the store's, where its answer says it, else the worker's), so such a file is applied
+once (its identity stays in ``recent`` while it is ahead) and the files after it are still seen; the log
+warns about it.
+
+A file gone or replaced between the listing and its read (renamed, moved, deleted, rewritten) is skipped with a
+warning and left out of the cursor, so the next listing sees what is there then. Stores filter names before
+they ask anything more of a file, so a writer's ``x.csv.tmp`` renamed meanwhile never fails a listing.
+
 A file that breaks the contract (unreadable, truncated, empty, an unknown change type, a missing or null
 key) fails the run by default, applying nothing. With ``bad_files="quarantine"`` it is read through once
 before its rows are staged; a bad one is set aside instead, named with its error in the run's summary and
@@ -25,6 +34,7 @@ stops in between leaves them, and the next run tidies every applied file it stil
 from __future__ import annotations
 
 import contextlib
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -36,7 +46,7 @@ from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_cdc_provider.changes import prepare_batch
 from airflow_cdc_provider.describe import Describable
-from airflow_cdc_provider.exceptions import BadChangeFileError, FileChangedError
+from airflow_cdc_provider.exceptions import BadChangeFileError, ChangeFileVanishedError, FileChangedError
 from airflow_cdc_provider.formats import FileFormat
 from airflow_cdc_provider.hooks.base import ChangePull, Cursor
 
@@ -48,6 +58,11 @@ QUARANTINE_FOLDER = "_quarantine"
 # Names that writers use for unfinished or marker files (Spark, Hadoop, editors, partial downloads).
 _IGNORED_PREFIXES = (".", "_")
 _IGNORED_SUFFIXES = (".tmp", ".partial", ".crdownload", ".filepart")
+# A file dated further ahead of the listing's clock than this is named in the log (the watermark is capped
+# whatever the gap; the slack spares the log the stores' rounding of times to the second).
+_CLOCK_SLACK = timedelta(seconds=5)
+
+log = logging.getLogger(__name__)  # a stdlib logger: Airflow routes it to the task log
 
 
 @dataclass(frozen=True, order=True)
@@ -121,7 +136,15 @@ class FileChangeFeedHook(Describable, BaseHook, ABC):
 
     @abstractmethod
     def list_files(self) -> Iterable[ChangeFile]:
-        """Every file under the feed's root, recursively, with size, identity and last-modified."""
+        """Every file under the feed's root, recursively, with size, identity and last-modified.
+
+        A store that must ask more of a file than its name (a stat, a HEAD) asks :meth:`wanted` first.
+        """
+
+    def store_clock(self) -> datetime | None:
+        """The store's own clock as the last listing's answer told it (an HTTP ``Date``), or ``None``: the
+        worker's clock stands in."""
+        return None
 
     @abstractmethod
     def fetch(self, file: ChangeFile) -> contextlib.AbstractContextManager[str]:
@@ -140,13 +163,13 @@ class FileChangeFeedHook(Describable, BaseHook, ABC):
 
     # -- the engine ----------------------------------------------------------------------------------
 
+    def wanted(self, path: str) -> bool:
+        """Whether ``path`` (relative to the root, ``/``-separated) names a finished change file."""
+        return _is_complete(path) and self.file_format.format_of(path) is not None
+
     def change_files(self) -> list[ChangeFile]:
         """The store's change files in the order they apply: (last-modified, path)."""
-        return sorted(
-            file
-            for file in self.list_files()
-            if _is_complete(file.path) and self.file_format.format_of(file.path) is not None
-        )
+        return sorted(file for file in self.list_files() if self.wanted(file.path))
 
     def pending_files(self, cursor: Cursor | None, listed: Sequence[ChangeFile] | None = None) -> list[ChangeFile]:
         """The listed files not yet applied under ``cursor``, in order."""
@@ -161,10 +184,12 @@ class FileChangeFeedHook(Describable, BaseHook, ABC):
     def pull(self, cursor: Cursor | None, primary_key: Sequence[str]) -> ChangePull:
         """List once, fix the files to apply and the end cursor, and stream their changes."""
         listed = self.change_files()
+        clock = self.store_clock() or datetime.now(timezone.utc)
         pending = self.pending_files(cursor, listed)
+        self._warn_of_clocks(cursor, pending, clock)
         pull = ChangePull(
             batches=iter(()),
-            end_cursor=self._end_cursor(cursor, listed, pending),
+            end_cursor=self._end_cursor(cursor, listed, pending, clock),
             units_total=len(pending),
             names=[file.path for file in pending],
         )
@@ -202,18 +227,30 @@ class FileChangeFeedHook(Describable, BaseHook, ABC):
     def _read(self, files: list[ChangeFile], primary_key: Sequence[str], pull: ChangePull) -> Iterator[pa.RecordBatch]:
         sequence = 0
         for file in files:
-            origin = self.location(file)
-            with self.fetch(file) as local_path:
-                if self.bad_files == "quarantine":
-                    try:
-                        for _ in self._changes(local_path, origin, primary_key, sequence, file.modified):
-                            pass
-                    except BadChangeFileError as err:
-                        pull.quarantined[file.path] = str(err)
-                        continue
-                for batch in self._changes(local_path, origin, primary_key, sequence, file.modified):
-                    sequence += batch.num_rows
-                    yield batch
+            origin, read = self.location(file), 0
+            try:
+                with self.fetch(file) as local_path:
+                    if self.bad_files == "quarantine":
+                        try:
+                            for _ in self._changes(local_path, origin, primary_key, sequence, file.modified):
+                                pass
+                        except BadChangeFileError as err:
+                            pull.quarantined[file.path] = str(err)
+                            continue
+                    for batch in self._changes(local_path, origin, primary_key, sequence, file.modified):
+                        sequence += batch.num_rows
+                        read += batch.num_rows
+                        yield batch
+            except ChangeFileVanishedError as err:
+                if read:  # some of its rows are staged: only a retry of the whole run is exact
+                    raise
+                log.warning(
+                    "Skipped %s: it is gone or replaced since it was listed; the next run sees what is there then (%s)",
+                    origin,
+                    err,
+                )
+                pull.end_cursor["recent"].pop(file.path, None)
+                continue
             pull.units_done += 1
 
     def _changes(
@@ -233,14 +270,44 @@ class FileChangeFeedHook(Describable, BaseHook, ABC):
             )
             rows += batch.num_rows
 
-    def _end_cursor(self, cursor: Cursor | None, listed: Sequence[ChangeFile], pending: Sequence[ChangeFile]) -> Cursor:
-        watermark = max([file.modified for file in pending] + [_watermark(cursor) or _EPOCH])
-        if watermark == _EPOCH:
+    def _end_cursor(
+        self, cursor: Cursor | None, listed: Sequence[ChangeFile], pending: Sequence[ChangeFile], clock: datetime
+    ) -> Cursor:
+        # Never past the listing's clock (a writer's clock ahead would hide every later file), never backwards.
+        marks = [_watermark(cursor), min(max(file.modified for file in pending), clock) if pending else None]
+        if not any(marks):
             return {"watermark": None, "recent": {}}
+        watermark = max(mark for mark in marks if mark is not None)
         floor = watermark - self.lookback
-        # Every listed file at or after the old floor is applied by now (before, or in this pull).
+        # Every listed file at or after the old floor is applied by now (before, or in this pull); a file dated
+        # ahead of the clock stays here until the watermark passes it, so it is applied once.
         recent = {file.path: file.identity for file in listed if file.modified >= floor}
         return {"watermark": watermark.isoformat(), "recent": recent}
+
+    def _warn_of_clocks(self, cursor: Cursor | None, pending: Sequence[ChangeFile], clock: datetime) -> None:
+        for file in pending:
+            if file.modified > clock + _CLOCK_SLACK:
+                log.warning(
+                    "%s is dated %s, ahead of the store's clock (%s): a writer's clock runs ahead? It is applied "
+                    "once, and the watermark stays at the clock so that the files after it are still seen",
+                    self.location(file),
+                    file.modified.isoformat(),
+                    clock.isoformat(),
+                )
+        held = _watermark(cursor)
+        if held is not None and held > clock + _CLOCK_SLACK:
+            log.warning(
+                "The stream's watermark %s is ahead of the store's clock (%s) (a file dated ahead, met by an earlier "
+                "version of this provider?): files dated before %s are not seen. A full refresh re-reads them",
+                held.isoformat(),
+                clock.isoformat(),
+                (held - self.lookback).isoformat(),
+            )
+
+
+def is_skipped_folder(name: str) -> bool:
+    """Whether a folder is a writer's (hidden, ``_temporary``, ``_applied``): nothing under it is listed."""
+    return name.startswith(_IGNORED_PREFIXES)
 
 
 def _is_complete(path: str) -> bool:
@@ -255,6 +322,3 @@ def _watermark(cursor: Cursor | None) -> datetime | None:
     if cursor is None or cursor["watermark"] is None:
         return None
     return datetime.fromisoformat(cursor["watermark"])
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

@@ -1,9 +1,18 @@
-"""A local (or mounted) folder of change files: the embedded default source."""
+"""A local (or mounted) folder of change files: the embedded default source.
+
+The listing is safe while writers work in the folder: a name is filtered (``.tmp``, ``.partial``, a leading
+``.`` or ``_``, a name that is no change file) before anything else is asked of it, and a file that goes
+between the folder's listing and its ``stat`` (a writer's rename) is left for the next run. Symbolic links
+are followed, to files and to folders; a folder reached twice (two links to it, or a link loop) is read once,
+under the first path in name order, and a broken link is skipped with a warning.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import stat
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,7 +21,9 @@ from typing import Any
 from airflow_cdc_provider import assets
 from airflow_cdc_provider.exceptions import FileChangedError
 from airflow_cdc_provider.get_provider_info import connection_form_behaviour
-from airflow_cdc_provider.hooks.files import ChangeFile, FileChangeFeedHook
+from airflow_cdc_provider.hooks.files import ChangeFile, FileChangeFeedHook, is_skipped_folder
+
+log = logging.getLogger(__name__)  # a stdlib logger: Airflow routes it to the task log
 
 
 class LocalChangeFeedHook(FileChangeFeedHook):
@@ -20,6 +31,7 @@ class LocalChangeFeedHook(FileChangeFeedHook):
 
     Writers should move a finished file into the folder (write elsewhere or under a ``.tmp`` name, then
     rename): files whose names start with ``.`` or ``_`` or end with ``.tmp``/``.partial`` are skipped.
+    Symbolic links to files and folders are followed (a folder reached twice is read once).
 
     :param path: the folder, searched recursively. Relative to the connection's ``path`` when
         ``local_conn_id`` is given, else relative to the working directory. Templated.
@@ -58,16 +70,54 @@ class LocalChangeFeedHook(FileChangeFeedHook):
         root = self.root
         if not root.is_dir():
             raise FileNotFoundError(f"change folder {root} does not exist or is not a folder")
-        for directory, _, names in os.walk(root):
-            for name in names:
-                full = Path(directory, name)
-                stat = full.stat()
-                yield ChangeFile(
-                    modified=_utc_from_ns(stat.st_mtime_ns),
-                    path=full.relative_to(root).as_posix(),
-                    size=stat.st_size,
-                    identity=_identity(stat),
-                )
+        root_stat = root.stat()
+        yield from self._walk(root, "", {(root_stat.st_dev, root_stat.st_ino): "."})
+
+    def _walk(self, folder: Path, relative: str, folders: dict[tuple[int, int], str]) -> Iterator[ChangeFile]:
+        """The change files under ``folder``; ``folders`` maps each folder read so far to its path."""
+        try:
+            with os.scandir(folder) as scan:
+                entries = sorted(scan, key=lambda entry: entry.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return  # a folder that went meanwhile (a writer's temporary folder)
+        for entry in entries:
+            path = relative + entry.name
+            if entry.is_dir():  # follows a link; False for a broken one
+                if not is_skipped_folder(entry.name):
+                    yield from self._walk_folder(entry, path, folders)
+            elif self.wanted(path):
+                file = self._listed_file(entry, path)
+                if file is not None:
+                    yield file
+
+    def _walk_folder(
+        self, entry: os.DirEntry[str], path: str, folders: dict[tuple[int, int], str]
+    ) -> Iterator[ChangeFile]:
+        try:
+            found = entry.stat()
+        except FileNotFoundError:
+            return
+        seen = folders.setdefault((found.st_dev, found.st_ino), path)
+        if seen != path:
+            log.warning("Folder %s is the folder %s (a link): its files are listed once, under %s", path, seen, seen)
+            return
+        yield from self._walk(Path(entry.path), path + "/", folders)
+
+    def _listed_file(self, entry: os.DirEntry[str], path: str) -> ChangeFile | None:
+        try:
+            found = entry.stat()  # follows a link
+        except FileNotFoundError:
+            if os.path.islink(entry.path):  # the link is there, what it points to is not
+                log.warning("Skipped %s: a symbolic link to %s, which does not exist", path, _link_target(entry))
+            return None  # else gone since the folder was listed (a writer's rename): the next run sees it
+        if not stat.S_ISREG(found.st_mode):
+            return None  # a pipe or a socket named like a change file
+        return ChangeFile(
+            modified=_utc_from_ns(found.st_mtime_ns),
+            path=path,
+            size=found.st_size,
+            identity=_identity(found),
+        )
 
     def fetch(self, file: ChangeFile) -> contextlib.AbstractContextManager[str]:
         return contextlib.nullcontext(str(self.root / file.path))
@@ -87,8 +137,15 @@ class LocalChangeFeedHook(FileChangeFeedHook):
         return path
 
 
-def _identity(stat: os.stat_result) -> str:
-    return f"{stat.st_size}-{stat.st_mtime_ns}"
+def _link_target(entry: os.DirEntry[str]) -> str:
+    try:
+        return os.readlink(entry.path)
+    except OSError:
+        return "?"
+
+
+def _identity(found: os.stat_result) -> str:
+    return f"{found.st_size}-{found.st_mtime_ns}"
 
 
 def _utc_from_ns(nanoseconds: int) -> datetime:

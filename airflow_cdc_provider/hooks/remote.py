@@ -1,12 +1,17 @@
 """What the remote stores (S3, Azure Blob, landing zone, GCS, SFTP) share: a download to a temporary file.
 
 A remote store lists its files and copies one, chunk by chunk, into a local file; this module gives it the
-temporary file and removes it when the engine has read it. No store holds a whole file in memory.
+temporary file and removes it when the engine has read it. No store holds a whole file in memory. A file gone
+or replaced since the listing (HTTP 404 or 412, no such file, another size or time) is told to the engine as
+vanished: it skips the file and leaves it out of the cursor, so the next run applies what is there then. A
+store whose listing answers carry an HTTP ``Date`` passes it to
+:meth:`RemoteFileChangeFeedHook.note_store_date`: the engine's watermark then never passes the store's clock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import os
 import tempfile
 from abc import abstractmethod
@@ -14,7 +19,11 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow_cdc_provider.exceptions import CredentialsRefusedError, FileChangedError
+from airflow_cdc_provider.exceptions import (
+    ChangeFileVanishedError,
+    CredentialsRefusedError,
+    FileChangedError,
+)
 from airflow_cdc_provider.hooks.files import ChangeFile, FileChangeFeedHook
 
 DOWNLOAD_CHUNK_BYTES = 8 * 1024 * 1024
@@ -34,10 +43,24 @@ class RemoteFileChangeFeedHook(FileChangeFeedHook):
     def __init__(self, *, download_dir: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.download_dir = download_dir
+        self._store_date: datetime | None = None
 
     conn_name_attr: str = "conn_id"
 
+    def note_store_date(self, header: str | None) -> None:
+        """Keep the store's clock from the HTTP ``Date`` header of a listing answer (the latest of a listing)."""
+        try:
+            moment = utc(email.utils.parsedate_to_datetime(header)) if header else None
+        except (TypeError, ValueError):
+            return
+        if moment is not None and (self._store_date is None or moment > self._store_date):
+            self._store_date = moment
+
+    def store_clock(self) -> datetime | None:
+        return self._store_date
+
     def change_files(self) -> list[ChangeFile]:
+        self._store_date = None
         try:
             return super().change_files()
         except Exception as err:
@@ -60,7 +83,8 @@ class RemoteFileChangeFeedHook(FileChangeFeedHook):
         with tempfile.TemporaryDirectory(prefix="cdc-download-", dir=self.download_dir) as folder:
             # Keep the name: readers (and error messages) go by it.
             local_path = os.path.join(folder, file.path.rsplit("/", 1)[-1])
-            self.download(file, local_path)
+            with unless_gone(self.location(file)):
+                self.download(file, local_path)
             yield local_path
 
 
@@ -90,6 +114,20 @@ def unless_changed(file: ChangeFile) -> Iterator[None]:
         if http_status(err) != 412:
             raise
         raise FileChangedError(f"{file.path} was rewritten since it was listed") from err
+
+
+@contextlib.contextmanager
+def unless_gone(location: str) -> Iterator[None]:
+    """Turn a store's "not found" or "not the listed version" (HTTP 404 or 412, no such file, a file rewritten)
+    into :class:`ChangeFileVanishedError`. (Azure answers 412 for a blob deleted under an ETag condition.)"""
+    try:
+        yield
+    except Exception as err:
+        if not isinstance(err, (FileNotFoundError, FileChangedError)) and http_status(err) not in (404, 412):
+            raise
+        raise ChangeFileVanishedError(
+            f"{location}: gone or replaced since it was listed ({type(err).__name__})"
+        ) from err
 
 
 def utc(moment: datetime) -> datetime:

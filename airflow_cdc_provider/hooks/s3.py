@@ -62,6 +62,7 @@ class S3ChangeFeedHook(RemoteFileChangeFeedHook):
     def list_files(self) -> Iterator[ChangeFile]:
         paginator = self.hook.get_conn().get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=list_prefix(self.prefix)):
+            self.note_store_date(page.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date"))
             for item in page.get("Contents", ()):
                 if item["Key"].endswith("/"):
                     continue  # a "folder" marker

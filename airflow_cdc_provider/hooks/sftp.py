@@ -62,7 +62,13 @@ class SFTPChangeFeedHook(RemoteFileChangeFeedHook):
             return iter(list(self._walk(sftp, self.path.rstrip("/") or "/", "")))
 
     def _walk(self, sftp: SFTPClient, folder: str, relative: str) -> Iterator[ChangeFile]:
-        for entry in sftp.listdir_attr(folder):
+        try:
+            entries = sftp.listdir_attr(folder)
+        except FileNotFoundError:
+            if not relative:
+                raise
+            return  # a sub-folder that went meanwhile (a writer's temporary folder)
+        for entry in entries:
             mode = entry.st_mode or 0
             path = f"{relative}{entry.filename}"
             if stat.S_ISDIR(mode):
