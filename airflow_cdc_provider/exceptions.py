@@ -68,7 +68,18 @@ class MissingTimestampColumnError(ChangeFeedError):
 
 
 class SchemaChangeError(ChangeFeedError):
-    """A column changed type in a way that cannot be applied without losing data."""
+    """A column changed type in a way that cannot be applied without losing data, or the destination cannot hold
+    a column's type or name."""
+
+
+class UnsupportedValueError(SchemaChangeError):
+    """A value the destination's column cannot hold as it is (a NUL in PostgreSQL text, nanoseconds where the
+    table keeps microseconds); the message names the file, the row and the column. Nothing was applied."""
+
+
+class StreamTableMismatchError(ChangeFeedError):
+    """A stream's checkpoint belongs to another table of the same checkpoint table: two tables were given one
+    ``stream_id``. Nothing was applied; give each table its own stream id."""
 
 
 class ConcurrentSyncError(ChangeFeedError):

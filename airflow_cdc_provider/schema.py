@@ -6,6 +6,12 @@ decimal(10,2) -> decimal(12,2)) is widened; a column that is null throughout the
 anything else fails and names the column and both types. Where the user allows it (``allow_string``), any
 column also widens to a string.
 
+Two meetings hold most values but not all, so the values are checked as they land
+(:mod:`airflow_cdc_provider.destinations.sql.guards`), refusing by file, row and column the one that would
+change: integers into a double (exact to 2**53), and a finer time unit into a column of a coarser one (a column
+is never widened to nanoseconds, which end in 2262: it keeps microseconds, and a value with digits below them is
+refused).
+
 Timestamps with a time zone hold instants, whatever zone they are shown in (Arrow keeps them as UTC), so
 any two zoned timestamps agree: ``tz=UTC`` from a file meets the ``tz=Etc/UTC`` a DuckDB TIMESTAMPTZ reads
 back as, or a ``+02:00`` offset, and the table keeps its own zone. A timestamp without a zone is a wall-clock
@@ -128,9 +134,11 @@ def widened_type(old: pa.DataType, new: pa.DataType, *, allow_string: bool = Fal
         return pa.float64()
     if pa.types.is_timestamp(old) and pa.types.is_timestamp(new) and bool(old.tz) == bool(new.tz):
         # Zoned timestamps are instants whatever their zone: the table keeps its own zone.
-        return old if _UNITS.index(old.unit) >= _UNITS.index(new.unit) else pa.timestamp(new.unit, old.tz)
+        unit = _finer_unit(old.unit, new.unit)
+        return old if unit == old.unit else pa.timestamp(unit, old.tz)
     if pa.types.is_time(old) and pa.types.is_time(new):
-        return old if _UNITS.index(old.unit) >= _UNITS.index(new.unit) else new
+        unit = _finer_unit(old.unit, new.unit)
+        return old if unit == old.unit else (pa.time32 if unit in ("s", "ms") else pa.time64)(unit)
     if pa.types.is_decimal(old) and pa.types.is_decimal(new):
         return _widened_decimal(old, new)
     if pa.types.is_date(old) and pa.types.is_date(new):
@@ -143,6 +151,16 @@ def widened_type(old: pa.DataType, new: pa.DataType, *, allow_string: bool = Fal
 
 
 _UNITS = ["s", "ms", "us", "ns"]
+
+
+def _finer_unit(held: str, incoming: str) -> str:
+    """The unit a time column of unit ``held`` takes for values of unit ``incoming``: the finer of the two, but
+    never nanoseconds for a coarser column. Nanoseconds end in 2262, so a column holding 9999-12-31 (an open end
+    date) could not take them; the column keeps microseconds and each value must be exact in them."""
+    finest = max(_UNITS.index(held), min(_UNITS.index(incoming), _UNITS.index("us")))
+    return _UNITS[finest]
+
+
 _DECIMAL128_DIGITS, _DECIMAL256_DIGITS = 38, 76
 
 

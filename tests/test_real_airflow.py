@@ -39,9 +39,8 @@ import pytest
 
 from tests.airflow_server import AirflowServer
 from tests.conftest import REPO
-from tests.test_files_stores import BUCKET as AZURITE_CONTAINER
-from tests.test_files_stores import azurite as azurite  # noqa: F401 - Azurite, for the landing zone's SAS
-from tests.test_files_stores import container_sas_url
+from tests.store_servers import container_sas_url
+from tests.stores import BUCKET as AZURITE_CONTAINER
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 

@@ -90,7 +90,7 @@ def test_tables_pushdown_bigquery_script_quoting_and_transaction() -> None:
         FakeVendorService()
         .on("", None)
         .on("SELECT CURRENT_TIMESTAMP() AS now", [(T0 + timedelta(days=1, hours=6) + LAG,)])
-        .on("SELECT checkpoint", [(json.dumps(read),)])
+        .on("SELECT checkpoint", [(json.dumps(read), None)])
         .on("LIMIT 0", pa.table({"id": pa.array([], pa.int64()), "the name": pa.array([], pa.string())}))
     )
     with pytest.raises(ValueError, match="back-quoted"):  # a back-quote in a target name never reaches the SQL

@@ -93,7 +93,7 @@ def test_tables_pushdown_databricks_sql_and_checkpoint_protocol() -> None:
         FakeVendorService()
         .on("", None)
         .on("DESCRIBE HISTORY", pa.table({"version": [5]}))
-        .on("SELECT checkpoint", [(json.dumps(read),)])
+        .on("SELECT checkpoint", [(json.dumps(read), None)])
         .on("LIMIT 0", pa.table({"id": pa.array([], pa.int64()), "the name": pa.array([], pa.string())}))
         .on("MERGE INTO", Affected(4, merged))
         .on("UPDATE `", pa.table({"num_affected_rows": [1]}))

@@ -103,7 +103,7 @@ def test_tables_pushdown_snowflake_sql_quoting_and_transaction() -> None:
         FakeVendorService()
         .on("", None)  # DDL, BEGIN, COMMIT
         .on("SELECT CURRENT_TIMESTAMP()", [(T0 + timedelta(minutes=5),)])
-        .on("SELECT CHECKPOINT", [(json.dumps(expected),)])
+        .on("SELECT CHECKPOINT", [(json.dumps(expected), None)])
         .on("LIMIT 0", columns)
         .on("UPDATE ", Affected(1))
         .on("MERGE INTO", Affected(6, merged))
@@ -148,7 +148,7 @@ def test_tables_pushdown_snowflake_refuses_a_moved_checkpoint_and_rolls_back() -
         FakeVendorService()
         .on("", None)
         .on("SELECT CURRENT_TIMESTAMP()", [(T0 + timedelta(minutes=5),)])
-        .on("SELECT CHECKPOINT", [(json.dumps({"source": {"end": T0.isoformat(), "end_us": 1}}),)])
+        .on("SELECT CHECKPOINT", [(json.dumps({"source": {"end": T0.isoformat(), "end_us": 1}}), None)])
         .on("LIMIT 0", pa.table({"ID": pa.array([], pa.int64())}))
         .on("UPDATE ", Affected(0))  # another run committed meanwhile
     )

@@ -121,8 +121,9 @@ SF_T0 = datetime(2024, 6, 5, 15, 29, tzinfo=timezone.utc)
 SF_T0_US = int(SF_T0.timestamp() * 1_000_000)
 
 
-def _applied(end_us: int) -> list[tuple[str]]:
-    return [(json.dumps({"version": 1, "source": {"end": "x", "end_us": end_us}, "high_water": None}),)]
+def _applied(end_us: int) -> list[tuple[str, None]]:
+    """The checkpoint row (checkpoint, table name) of a stream applied to ``end_us``."""
+    return [(json.dumps({"version": 1, "source": {"end": "x", "end_us": end_us}, "high_water": None}), None)]
 
 
 def test_tables_sensor_snowflake_last_altered_against_the_window_end() -> None:

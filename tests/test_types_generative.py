@@ -6,23 +6,21 @@ the destination cannot hold the type) having applied nothing. Never a raw engine
 called bad, never a stream that works once and then sticks. The second run's file may bring a column in
 another zone, a finer unit, a wider integer or decimal: the schema rule must widen it without loss.
 
-Failures whose fix is in ``destinations/`` are listed in ``KNOWN_DESTINATION_GAPS`` (each reproduced by a
-strict xfail in ``tests/test_types_known_gaps.py``): the generative test leaves those columns out, so it stays
-green while they are open, and finds anything new. Empty the list as the destinations are fixed.
+What it found at the destinations is kept as minimal reproductions in ``tests/test_types_at_destinations.py``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 
 from airflow_cdc_provider.exceptions import ChangeFeedError, SchemaChangeError
 from airflow_cdc_provider.formats import FileFormat
@@ -38,97 +36,6 @@ TABLE = "items"
 ROWS = 3
 # Examples per destination: bounded so that the three together run in well under two minutes here.
 EXAMPLES = {"duckdb": 60, "postgres": 50, "delta": 40}
-
-
-@dataclass(frozen=True)
-class KnownGap:
-    """A destination-side failure of a column, open in the issue named; the generative test leaves it out.
-
-    :param kind: the destination (``duckdb``, ``postgres``, ``delta``).
-    :param issue: ``issue 12 item N: what happens now``.
-    :param applies: whether a column (with the formats of its two files) meets the gap.
-    """
-
-    kind: str
-    issue: str
-    applies: Callable[[Column], bool]
-
-
-def _any_type(column: Column, test: Callable[[pa.DataType], bool]) -> bool:
-    return test(column.first) or test(column.second)
-
-
-def _below_microseconds(column: Column, test: Callable[[pa.DataType], bool]) -> bool:
-    """A nanosecond column of ``test`` type holding a value that microseconds cannot (the values are integers
-    of the first type's unit; the second type is never coarser)."""
-    ns = test(column.first) and column.first.unit == "ns"
-    return ns and any(value is not None and value % 1000 for value in column.values)
-
-
-def _past_signed_range(column: Column) -> bool:
-    unsigned = [kind for kind in (column.first, column.second) if pa.types.is_unsigned_integer(kind)]
-    limit = min((2 ** (kind.bit_width - 1) for kind in unsigned), default=None)
-    return limit is not None and any(value is not None and value >= limit for value in column.values)
-
-
-# Known destination-side gaps: the lead's items 2, 7 and 11, and what this test found in destinations/.
-KNOWN_DESTINATION_GAPS: list[KnownGap] = [
-    KnownGap(
-        "postgres",
-        "issue 12 item 11: text holding a NUL character fails the first run with a raw psycopg DataError",
-        lambda column: any(isinstance(value, str) and "\x00" in value for value in column.values),
-    ),
-    KnownGap(
-        "duckdb",
-        "issue 12 item 11: decimal256 (more than 38 digits) fails staging with a raw duckdb.NotImplementedException",
-        lambda column: _any_type(column, pa.types.is_decimal256),
-    ),
-    KnownGap(
-        "delta",
-        "issue 12 item 11: decimal256 (more than 38 digits) fails staging with a raw duckdb.NotImplementedException",
-        lambda column: _any_type(column, pa.types.is_decimal256),
-    ),
-    KnownGap(
-        "delta",
-        "issue 12 item 11 (any unsigned column, not only keys): a value past the signed range of its width fails "
-        "the first run with a raw DeltaError 'Can't cast value 128 to type Int8' (Delta has no unsigned types)",
-        _past_signed_range,
-    ),
-    KnownGap(
-        "delta",
-        "issue 12 (found here): any time column fails the first run with a raw deltalake Exception 'Invalid data "
-        "type for Delta Lake: Time64' (Delta has no time type)",
-        lambda column: _any_type(column, pa.types.is_time),
-    ),
-    KnownGap(
-        "delta",
-        "issue 12 (found here): a timestamp[ns] value with sub-microsecond digits is silently truncated to "
-        "microseconds (Delta's timestamps hold microseconds): a value changes and nothing says so",
-        lambda column: _below_microseconds(column, pa.types.is_timestamp),
-    ),
-    KnownGap(
-        "postgres",
-        "issue 12 (found here): a decimal of more than 38 digits syncs once into numeric(p, s), then every run fails "
-        "with a raw ValueError 'precision should be between 1 and 38' (the table's numeric is read back as decimal128)",
-        lambda column: _any_type(column, lambda kind: pa.types.is_decimal(kind) and kind.precision > 38),
-    ),
-    KnownGap(
-        "postgres",
-        "issue 12 (found here): a time64[ns] value with sub-microsecond digits fails the first run with a raw "
-        "ArrowInvalid 'Casting from time64[ns] to time64[us] would lose data' (PostgreSQL's time holds microseconds)",
-        lambda column: _below_microseconds(column, pa.types.is_time),
-    ),
-    KnownGap(
-        "postgres",
-        "issue 12 (found here): a timestamp[ns] value with sub-microsecond digits is silently truncated to "
-        "microseconds (1 ns is stored as 0): a value changes and nothing says so",
-        lambda column: _below_microseconds(column, pa.types.is_timestamp),
-    ),
-]
-
-
-def known_gap(kind: str, column: Column) -> KnownGap | None:
-    return next((gap for gap in KNOWN_DESTINATION_GAPS if gap.kind == kind and gap.applies(column)), None)
 
 
 @st.composite
@@ -148,8 +55,7 @@ def test_every_value_round_trips_or_the_first_run_is_refused_by_name(targets: Ta
     @given(example=examples())
     def check(example: tuple[list[Column], str, str]) -> None:
         drawn, first_format, second_format = example
-        kept = [column for column in drawn if known_gap(targets.kind, column) is None]
-        check_round_trip(targets.fresh(), kept, first_format, second_format)
+        check_round_trip(targets.fresh(), drawn, first_format, second_format)
 
     check()
 
@@ -193,7 +99,7 @@ def check_round_trip(target: Target, cols: list[Column], first_format: str, seco
             run_sync(source_for(feed, first), destination, SPEC)
         except SchemaChangeError:
             # A named refusal of a type the destination cannot hold: allowed, with nothing applied.
-            event("refused by name at the first run")
+            _event("refused by name at the first run")
             assert target.rows(TABLE) == ([], []), f"refused, yet applied: {described}"
             assert destination.read_checkpoint(SPEC.stream_id) is None, described
             return
@@ -217,7 +123,13 @@ def check_round_trip(target: Target, cols: list[Column], first_format: str, seco
         assert_holds(target, cols, expected, "second", described)
         idle = run_sync(source_for(feed, second), destination, SPEC)
         assert idle.files == 0, described
-        event(f"round trip of {len(cols)} columns")
+        _event(f"round trip of {len(cols)} columns")
+
+
+def _event(what: str) -> None:
+    """Count ``what`` in hypothesis's statistics; a single reproduction (outside ``@given``) counts nothing."""
+    with contextlib.suppress(InvalidArgument):
+        event(what)
 
 
 def _short(error: BaseException) -> str:

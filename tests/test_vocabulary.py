@@ -101,7 +101,10 @@ def test_empty_identifiers_are_refused() -> None:
         (pa.timestamp("us"), pa.timestamp("us", tz="UTC"), None),
         # Zoned timestamps are instants: any two zones agree, the table keeps its own (issue 12 item 1).
         (pa.timestamp("us", tz="Etc/UTC"), pa.timestamp("s", tz="UTC"), pa.timestamp("us", tz="Etc/UTC")),
-        (pa.timestamp("us", tz="Etc/UTC"), pa.timestamp("ns", tz="+02:00"), pa.timestamp("ns", tz="Etc/UTC")),
+        # Never widened to nanoseconds (they end in 2262): the column keeps microseconds, values are checked.
+        (pa.timestamp("us", tz="Etc/UTC"), pa.timestamp("ns", tz="+02:00"), pa.timestamp("us", tz="Etc/UTC")),
+        (pa.timestamp("ms"), pa.timestamp("ns"), pa.timestamp("us")),
+        (pa.timestamp("ns"), pa.timestamp("s"), pa.timestamp("ns")),
         (pa.timestamp("us", tz="UTC"), pa.timestamp("us"), None),
         (pa.decimal128(10, 2), pa.decimal128(12, 2), pa.decimal128(12, 2)),
         (pa.decimal128(12, 2), pa.decimal128(10, 2), pa.decimal128(12, 2)),
@@ -113,7 +116,8 @@ def test_empty_identifiers_are_refused() -> None:
         (pa.int16(), pa.decimal128(20, 0), pa.decimal128(20, 0)),
         (pa.decimal128(10, 2), pa.int64(), pa.decimal128(21, 2)),
         (pa.time64("us"), pa.time32("ms"), pa.time64("us")),
-        (pa.time32("s"), pa.time64("ns"), pa.time64("ns")),
+        (pa.time32("s"), pa.time64("ns"), pa.time64("us")),
+        (pa.time32("s"), pa.time32("ms"), pa.time32("ms")),
     ],
 )
 def test_widening_rules(old: pa.DataType, new: pa.DataType, expected: pa.DataType | None) -> None:

@@ -50,6 +50,7 @@ class PushDownRun:
     :param checkpoint: the checkpoint to write.
     :param expected: the checkpoint the run read (``None``: a new stream), which must still be there.
     :param full_refresh: empty the table first (in the same transaction where the engine has one).
+    :param table: the table the stream keeps, as the destination names it.
     """
 
     stream_id: str
@@ -58,9 +59,10 @@ class PushDownRun:
     checkpoint: Checkpoint
     expected: Checkpoint | None
     full_refresh: bool
+    table: str
 
     def write_params(self) -> dict[str, Any]:
-        return write_params(self.stream_id, self.checkpoint, encode(self.expected))
+        return write_params(self.stream_id, self.checkpoint, encode(self.expected), self.table)
 
 
 class WarehouseSession:
@@ -144,9 +146,17 @@ class PushDownTableDestination(ProviderHookMixin, Destination):
 
     def read_checkpoint(self, stream_id: str) -> Checkpoint | None:
         with self.session() as session:
-            session.run(self.checkpoints.create())
+            self.prepare_checkpoints(session)
             rows = session.rows(self.checkpoints.select(), {STREAM_ID: stream_id})
-        return json.loads(rows[0][0]) if rows else None
+        stored = self.checkpoints.checkpoint_of(rows, stream_id, self.table)
+        return None if stored is None else json.loads(stored)
+
+    def prepare_checkpoints(self, session: WarehouseSession) -> None:
+        """Create the checkpoint table, or add the table-name column an earlier release's lacks."""
+        session.run(self.checkpoints.create())
+        upgrade = self.checkpoints.upgrade(session.columns(self.quoted_checkpoints))
+        if upgrade is not None:
+            session.run(upgrade)
 
     def apply_query(
         self,
@@ -162,13 +172,13 @@ class PushDownTableDestination(ProviderHookMixin, Destination):
         if query.engine != self.engine:
             raise self._only_pushdown()
         with self.session() as session:
-            session.run(self.checkpoints.create())
+            self.prepare_checkpoints(session)
             merge = None
             if not query.empty:  # DDL first: it commits any open transaction
                 session.run(f"CREATE TABLE IF NOT EXISTS {self.quoted_table} LIKE {query.source_table}")
                 columns = session.columns(query.source_table)
                 merge = self.merge_sql(query, primary_key, columns, full_refresh=full_refresh)
-            run = PushDownRun(stream_id, query, merge, checkpoint, expected_checkpoint, full_refresh)
+            run = PushDownRun(stream_id, query, merge, checkpoint, expected_checkpoint, full_refresh, self.table)
             return self.commit(session, run)
 
     def merge_sql(

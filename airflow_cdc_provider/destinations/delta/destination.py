@@ -29,8 +29,9 @@ from airflow_cdc_provider.destinations.delta.tombstones import write_tombstones
 from airflow_cdc_provider.destinations.delta.write import DeltaWriter
 from airflow_cdc_provider.destinations.shape import tombstone_table_name
 from airflow_cdc_provider.destinations.sql.duckdb import DEFAULT_MEMORY_LIMIT, duckdb_config
+from airflow_cdc_provider.destinations.sql.guards import DOUBLE_EXACT, checks_for, integers_exact_in_double
 from airflow_cdc_provider.destinations.sql.stage import Stage
-from airflow_cdc_provider.exceptions import ConcurrentSyncError
+from airflow_cdc_provider.exceptions import ConcurrentSyncError, SchemaChangeError
 from airflow_cdc_provider.schema import reconcile
 
 if TYPE_CHECKING:
@@ -164,6 +165,7 @@ class DeltaTransaction(DestinationTransaction):
         if self._stage.schema is None:
             return ApplyStats()
         plan, destination = self._plan, self._destination
+        self._stage.refuse_doubled_keys(primary_key)
         plan.columns = pa.schema([field for field in self._stage.schema if field.name not in RESERVED_COLUMNS])
         existing = None if plan.rebuild else self._table_schema()
         if existing is not None:
@@ -175,6 +177,7 @@ class DeltaTransaction(DestinationTransaction):
                 allow_string=destination.allow_string,
                 on_schema_change=destination.on_schema_change,
             )
+            self._fit_widenings(existing)
         plan.primary_key, plan.create, plan.sequence_column = list(primary_key), existing is None, sequence_column
         plan.staged = True
         tombstones = None
@@ -218,6 +221,29 @@ class DeltaTransaction(DestinationTransaction):
         """The run's one Delta commit: data and checkpoint."""
         writer = DeltaWriter(self._con, self._destination.table_uri, self._destination.options, self._table, self._plan)
         writer.write(properties, checkpoint_moved=checkpoint != self._read)
+
+    def _fit_widenings(self, existing: pa.Schema) -> None:
+        """The table's widenings as Delta holds them (38 decimal digits); refused where a value the table holds
+        would change."""
+        changes, origin = self._plan.changes, f"table {self._destination.table_uri}"
+        fitted = (self._stage.dialect.fit(field, origin) for field in changes.widened)
+        changes.widened = [field for field in fitted if not field.type.equals(existing.field(field.name).type)]
+        for field in changes.widened:
+            held = existing.field(field.name)
+            checks = checks_for(pa.schema([held]), pa.schema([field]))
+            if field.name not in checks:
+                continue
+            assert self._table is not None
+            values = self._table.to_pyarrow_dataset().to_table(columns=[field.name]).column(field.name)
+            if pa.types.is_floating(field.type) and not integers_exact_in_double(values):
+                brought = self._stage.doubled_by.get(field.name, "the changes")
+                raise SchemaChangeError(
+                    f"{brought}: column {field.name!r} has type double where the Delta table "
+                    f"{self._destination.table_uri} holds {held.type} values past {DOUBLE_EXACT} (2**53), which "
+                    f"would change as doubles; send the column as {held.type} or a decimal, or run a full refresh "
+                    "to rebuild the table"
+                )
+            checks[field.name](values.combine_chunks(), origin, 0)
 
     def _table_schema(self) -> pa.Schema | None:
         if self._table is None:

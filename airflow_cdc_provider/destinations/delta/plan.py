@@ -23,6 +23,7 @@ from airflow_cdc_provider.destinations.shape import TableShape
 from airflow_cdc_provider.destinations.sql.duckdb import DuckDBDialect
 from airflow_cdc_provider.destinations.sql.merge import NET, Merge, stale_changes
 from airflow_cdc_provider.destinations.sql.shapes import Shaped
+from airflow_cdc_provider.exceptions import SchemaChangeError
 from airflow_cdc_provider.schema import SchemaChanges
 from airflow_cdc_provider.sql import key_match
 
@@ -34,9 +35,30 @@ TOMBSTONES = "_cdc_tombstones"
 
 
 class DeltaStaging(DuckDBDialect):
-    """The DuckDB dialect of Delta's local staging: the net effect holds full rows, which the merges read whole."""
+    """The DuckDB dialect of Delta's local staging: the net effect holds full rows, which the merges read whole.
 
+    Columns are staged as Delta holds them: Delta has no unsigned integers (an unsigned column is staged as the
+    signed type holding all its values, ``uint64`` as ``decimal(20, 0)``), no time of day (refused), and keeps
+    timestamps in microseconds (nanoseconds are staged as microseconds; the value checks refuse a value with
+    digits below them).
+    """
+
+    name = "Delta Lake"
     row_id = None
+
+    def fit(self, field: pa.Field, origin: str) -> pa.Field:
+        kind = field.type
+        if pa.types.is_unsigned_integer(kind):
+            signed = pa.decimal128(20, 0) if kind.bit_width == 64 else pa.type_for_alias(f"int{2 * kind.bit_width}")
+            return field.with_type(signed)
+        if pa.types.is_time(kind):
+            raise SchemaChangeError(
+                f"{origin}: column {field.name!r} has type {kind}, and Delta Lake has no time-of-day type; send it "
+                "as a string, or as an integer count of microseconds since midnight"
+            )
+        if pa.types.is_timestamp(kind) and kind.unit == "ns":
+            return field.with_type(pa.timestamp("us", kind.tz))
+        return super().fit(field, origin)
 
 
 @dataclass

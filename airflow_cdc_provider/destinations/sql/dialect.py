@@ -40,6 +40,7 @@ class Dialect(ABC):
     # it, rather than dropping and recreating it from the staged columns.
     keeps_table_on_refresh: ClassVar[bool] = False
     max_identifier_bytes: ClassVar[int | None] = None
+    text_holds_nul: ClassVar[bool] = True  # PostgreSQL's text cannot hold a NUL character
     text_type: ClassVar[str] = "VARCHAR"
     time_type: ClassVar[str] = "TIMESTAMPTZ"
     now: ClassVar[str] = "now()"
@@ -71,6 +72,11 @@ class Dialect(ABC):
     def column_types(self, schema: pa.Schema) -> dict[str, str]:
         """:meth:`column_type` of every column, by name."""
         return {field.name: self.column_type(field) for field in schema}
+
+    def fit(self, field: pa.Field, origin: str) -> pa.Field:
+        """The type the engine stages a column of ``field``'s type as; a type it cannot hold is refused naming
+        the column and ``origin`` (a :class:`~airflow_cdc_provider.exceptions.SchemaChangeError`)."""
+        return field
 
     def held(self, schema: pa.Schema) -> pa.Schema:
         """``schema`` as the engine holds it (its column types read back as Arrow), to compare like with like."""

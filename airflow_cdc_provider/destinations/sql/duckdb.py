@@ -14,7 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from airflow_cdc_provider.destinations.sql.dialect import BoundDialect, Params
-from airflow_cdc_provider.exceptions import ConcurrentSyncError
+from airflow_cdc_provider.exceptions import ConcurrentSyncError, SchemaChangeError
 from airflow_cdc_provider.sql import quote_table_name
 
 # DuckDB's buffer cap while staging and merging. Past it, staged changes spill to disk, so a backlog of
@@ -34,6 +34,19 @@ class DuckDBDialect(BoundDialect):
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
+
+    def fit(self, field: pa.Field, origin: str) -> pa.Field:
+        kind = field.type
+        if not pa.types.is_decimal256(kind):
+            return field
+        # DuckDB reads no 256-bit decimal and holds 38 digits: the column keeps 38 with the file's scale, and
+        # the value checks refuse a value of more integer digits than that leaves.
+        if kind.scale > 38:
+            raise SchemaChangeError(
+                f"{origin}: column {field.name!r} has type {kind}, more digits after the point than {self.name} "
+                "holds (38); convert it at the source (to a string, or fewer digits)"
+            )
+        return field.with_type(pa.decimal128(min(kind.precision, 38), kind.scale))
 
     def column_type(self, field: pa.Field) -> str:
         return self.column_types(pa.schema([field]))[field.name]

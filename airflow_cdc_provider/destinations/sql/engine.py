@@ -72,9 +72,12 @@ class SqlDestination(ShapedDestination):
         with self.connect(None) as dialect:
             if dialect is None or dialect.table_schema(self.checkpoint_table) is None:
                 return None
-            checkpoints = CheckpointTable(dialect, dialect.table(self.checkpoint_table))
-            rows = dialect.rows(checkpoints.select(), {STREAM_ID: stream_id})
-        return json.loads(rows[0][0]) if rows else None
+            checkpoints = self._checkpoints(dialect)
+            self._upgrade(dialect, checkpoints)
+            stored = checkpoints.checkpoint_of(
+                dialect.rows(checkpoints.select(), {STREAM_ID: stream_id}), stream_id, self.table
+            )
+        return None if stored is None else json.loads(stored)
 
     @contextlib.contextmanager
     def transaction(self, stream_id: str) -> Iterator[SqlTransaction]:
@@ -84,7 +87,9 @@ class SqlDestination(ShapedDestination):
             namespace, _, _ = self.checkpoint_table.rpartition(".")
             if namespace:
                 dialect.create_if_absent(f"CREATE SCHEMA IF NOT EXISTS {dialect.table(namespace)}")
-            dialect.create_if_absent(self._checkpoints(dialect).create())
+            checkpoints = self._checkpoints(dialect)
+            dialect.create_if_absent(checkpoints.create())
+            self._upgrade(dialect, checkpoints)
             dialect.begin()
             try:
                 yield transaction
@@ -93,6 +98,12 @@ class SqlDestination(ShapedDestination):
 
     def _checkpoints(self, dialect: BoundDialect) -> CheckpointTable:
         return CheckpointTable(dialect, dialect.table(self.checkpoint_table), primary_key=dialect.primary_keys)
+
+    def _upgrade(self, dialect: BoundDialect, checkpoints: CheckpointTable) -> None:
+        held = dialect.table_schema(self.checkpoint_table)
+        upgrade = None if held is None else checkpoints.upgrade(held.names)
+        if upgrade is not None:
+            dialect.create_if_absent(upgrade)
 
 
 class SqlTransaction(DestinationTransaction):
@@ -113,7 +124,7 @@ class SqlTransaction(DestinationTransaction):
     def read_checkpoint(self) -> Checkpoint | None:
         self.dialect.lock(self._stream_id, self._destination.checkpoint_table)
         rows = self.dialect.rows(self._checkpoints.select(self.dialect.lock_row()), {STREAM_ID: self._stream_id})
-        self._read = rows[0][0] if rows else None
+        self._read = self._checkpoints.checkpoint_of(rows, self._stream_id, self._name)
         return json.loads(self._read) if self._read is not None else None
 
     def clear(self) -> None:
@@ -141,6 +152,7 @@ class SqlTransaction(DestinationTransaction):
         if self._stage.schema is None:
             return ApplyStats()
         d, shape = self.dialect, self._shape
+        self._stage.refuse_doubled_keys(primary_key)
         columns = pa.schema([field for field in self._stage.schema if field.name not in RESERVED_COLUMNS])
         tombstones = Tombstones(d, self._name, primary_key, sequence_column) if sequence_column else None
         if tombstones is not None:
@@ -205,7 +217,7 @@ class SqlTransaction(DestinationTransaction):
 
     def commit(self, checkpoint: Checkpoint) -> None:
         try:
-            params = write_params(self._stream_id, checkpoint, self._read)
+            params = write_params(self._stream_id, checkpoint, self._read, self._name)
             if not self.dialect.execute(self._checkpoints.write(new_stream=self._read is None), params):
                 raise self._checkpoints.moved(self._stream_id, self._name)
             self.dialect.commit()
@@ -244,6 +256,7 @@ class SqlTransaction(DestinationTransaction):
             f"table {name}",
             allow_string=options.allow_string,
             on_schema_change=options.on_schema_change,
+            origins=self._stage.doubled_by,
         )
 
     def _fits(self, existing: pa.Schema, columns: pa.Schema) -> bool:

@@ -99,6 +99,7 @@ class PostgresDialect(BoundDialect):
     text_type = "text"
     time_type = "timestamptz"
     temp_table_suffix = " ON COMMIT DROP"
+    text_holds_nul = False
 
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
@@ -137,7 +138,8 @@ class PostgresDialect(BoundDialect):
         fields = []
         for column, data_type, precision, scale in rows:
             if data_type == "numeric":
-                arrow: pa.DataType = pa.decimal128(precision or 38, scale or 0)
+                digits = precision or 38
+                arrow: pa.DataType = (pa.decimal128 if digits <= 38 else pa.decimal256)(digits, scale or 0)
             else:
                 # A type this provider does not write (json, uuid, arrays...) is compared as text.
                 arrow = _BY_NAME[data_type].arrow if data_type in _BY_NAME else pa.string()
@@ -162,7 +164,9 @@ class PostgresDialect(BoundDialect):
         from psycopg import errors
 
         # Two first runs at once may both create it; the loser's "already exists" is harmless.
-        with contextlib.suppress(errors.UniqueViolation, errors.DuplicateTable, errors.DuplicateSchema):
+        with contextlib.suppress(
+            errors.UniqueViolation, errors.DuplicateTable, errors.DuplicateSchema, errors.DuplicateColumn
+        ):
             self.conn.execute(statement)
 
     def empty_table(self, table: str) -> None:
