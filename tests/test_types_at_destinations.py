@@ -318,3 +318,11 @@ def test_timestamp_nanoseconds_in_whole_microseconds_are_kept(kind: str, request
 
 def test_timestamp_nanoseconds_are_kept_on_duckdb(duckdb_target: Target) -> None:
     _kept(duckdb_target, _column(pa.timestamp("ns", "UTC"), (1, None, None)))
+
+
+def test_zoned_timestamps_keep_their_instant_whatever_the_server_zone(
+    postgres_target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows travel to PostgreSQL as CSV in UTC wall clock: a session in another zone must not shift them."""
+    monkeypatch.setenv("PGTZ", "America/New_York")  # libpq sets the session's zone from it
+    _kept(postgres_target, _column(pa.timestamp("us", "Europe/Berlin"), (1_700_000_000_000_001, None, 0)))

@@ -1,5 +1,5 @@
-"""PostgreSQL's dialect (psycopg 3): binary ``COPY`` into a temporary stage, ``DISTINCT ON`` for the net effect,
-``INSERT … ON CONFLICT DO UPDATE`` for upserts, and a transaction-scoped advisory lock per stream.
+"""PostgreSQL's dialect (psycopg 3): ``COPY`` of Arrow-written CSV into a temporary stage, ``DISTINCT ON`` for
+the net effect, ``INSERT … ON CONFLICT DO UPDATE`` for upserts, and a transaction-scoped advisory lock per stream.
 
 Two runs of one stream exclude each other with the advisory lock, taken before the checkpoint is read (the
 second fails at once, naming the session that holds it); the checkpoint row is also locked ``NOWAIT``.
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 
 from airflow_cdc_provider.destinations.sql.dialect import BoundDialect, Params
 from airflow_cdc_provider.exceptions import ConcurrentSyncError, SchemaChangeError
@@ -26,28 +27,27 @@ _LOCK = ("space", "key")  # the parameters naming an advisory lock
 
 @dataclass(frozen=True)
 class _PgType:
-    """A PostgreSQL column type: its DDL, its name for binary COPY, and the Arrow type it reads back as."""
+    """A PostgreSQL column type: its DDL, and the Arrow type it reads back as."""
 
     ddl: str
-    copy: str
     arrow: pa.DataType
 
 
 _BY_NAME = {
-    "boolean": _PgType("boolean", "bool", pa.bool_()),
-    "smallint": _PgType("smallint", "int2", pa.int16()),
-    "integer": _PgType("integer", "int4", pa.int32()),
-    "bigint": _PgType("bigint", "int8", pa.int64()),
-    "real": _PgType("real", "float4", pa.float32()),
-    "double precision": _PgType("double precision", "float8", pa.float64()),
-    "text": _PgType("text", "text", pa.string()),
-    "character varying": _PgType("text", "text", pa.string()),
-    "character": _PgType("text", "text", pa.string()),
-    "bytea": _PgType("bytea", "bytea", pa.binary()),
-    "date": _PgType("date", "date", pa.date32()),
-    "timestamp without time zone": _PgType("timestamp", "timestamp", pa.timestamp("us")),
-    "timestamp with time zone": _PgType("timestamptz", "timestamptz", pa.timestamp("us", "UTC")),
-    "time without time zone": _PgType("time", "time", pa.time64("us")),
+    "boolean": _PgType("boolean", pa.bool_()),
+    "smallint": _PgType("smallint", pa.int16()),
+    "integer": _PgType("integer", pa.int32()),
+    "bigint": _PgType("bigint", pa.int64()),
+    "real": _PgType("real", pa.float32()),
+    "double precision": _PgType("double precision", pa.float64()),
+    "text": _PgType("text", pa.string()),
+    "character varying": _PgType("text", pa.string()),
+    "character": _PgType("text", pa.string()),
+    "bytea": _PgType("bytea", pa.binary()),
+    "date": _PgType("date", pa.date32()),
+    "timestamp without time zone": _PgType("timestamp", pa.timestamp("us")),
+    "timestamp with time zone": _PgType("timestamptz", pa.timestamp("us", "UTC")),
+    "time without time zone": _PgType("time", pa.time64("us")),
 }
 
 
@@ -59,7 +59,7 @@ def _pg_type(field: pa.Field) -> _PgType:
     if pa.types.is_integer(t):
         bits = t.bit_width + (0 if pa.types.is_signed_integer(t) else 1)
         if bits > 64:
-            return _PgType("numeric(20, 0)", "numeric", pa.decimal128(20, 0))
+            return _PgType("numeric(20, 0)", pa.decimal128(20, 0))
         return _BY_NAME["smallint" if bits <= 16 else "integer" if bits <= 32 else "bigint"]
     if pa.types.is_floating(t):
         return _BY_NAME["double precision" if t.bit_width == 64 else "real"]
@@ -74,7 +74,7 @@ def _pg_type(field: pa.Field) -> _PgType:
     if pa.types.is_time(t):
         return _BY_NAME["time without time zone"]
     if pa.types.is_decimal(t):
-        return _PgType(f"numeric({t.precision}, {t.scale})", "numeric", t)
+        return _PgType(f"numeric({t.precision}, {t.scale})", t)
     raise SchemaChangeError(
         f"column {field.name!r} has type {t}, which has no PostgreSQL column type here; "
         "convert it at the source (e.g. to a string)"
@@ -147,16 +147,21 @@ class PostgresDialect(BoundDialect):
         return pa.schema(fields)
 
     def bulk_load(self, table: str, reader: pa.RecordBatchReader, target: pa.Schema) -> int:
+        # Arrow writes each batch as CSV in C and COPY parses it in the server: no value becomes a Python object
+        # (bytea, which CSV cannot carry raw, goes as hex text).
         types = [_pg_type(field) for field in target]
         names = ", ".join(self.quote(name) for name in target.names)
+        options = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
         loaded = 0
-        with self.conn.cursor() as cur, cur.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types([pg.copy for pg in types])
+        self.execute("SET LOCAL TimeZone = 'UTC'")  # zoned timestamps go as UTC wall clock (see _as_csv)
+        with self.conn.cursor() as cur, cur.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT CSV)") as copy:
             for batch in reader:
-                columns = zip(target.names, types, strict=True)
-                values = [_cast(batch.column(name), pg.arrow).to_pylist() for name, pg in columns]
-                for row in zip(*values, strict=True):
-                    copy.write_row(row)
+                columns = [
+                    _as_csv(_cast(batch.column(name), pg.arrow)) for name, pg in zip(target.names, types, strict=True)
+                ]
+                sink = pa.BufferOutputStream()
+                pa_csv.write_csv(pa.RecordBatch.from_arrays(columns, target.names), sink, options)
+                copy.write(memoryview(sink.getvalue()))
                 loaded += batch.num_rows
         return loaded
 
@@ -229,6 +234,16 @@ def _concurrent(stream_id: str, holder: str) -> ConcurrentSyncError:
         f"stream {stream_id!r}: another run holds it in PostgreSQL: {holder}. Nothing was applied; "
         "retry once that run has finished (or end that session if it is stuck)."
     )
+
+
+def _as_csv(column: pa.Array) -> pa.Array:
+    """A column as COPY's CSV reads it: binary as ``\\x`` hex text; a zoned timestamp as its UTC wall clock (Arrow
+    writes zoned timestamps ten times slower, and the session's zone is UTC); the rest as Arrow writes it."""
+    if pa.types.is_timestamp(column.type) and column.type.tz:
+        return column.cast(pa.timestamp(column.type.unit))
+    if not pa.types.is_binary(column.type):
+        return column
+    return pa.array([None if value is None else "\\x" + value.hex() for value in column.to_pylist()], pa.string())
 
 
 def _cast(column: pa.Array, target: pa.DataType) -> pa.Array:
