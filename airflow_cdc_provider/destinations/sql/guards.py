@@ -64,19 +64,45 @@ def integer_digits(kind: pa.DataType) -> int:
 
 
 def _check(name: str, kind: pa.DataType, into: pa.DataType, text_nul: bool) -> Check | None:
+    where = f"column {name!r} ({kind})"
     if pa.types.is_integer(kind) and pa.types.is_floating(into):
         return _doubles(name, kind, into)
     if (pa.types.is_timestamp(kind) and pa.types.is_timestamp(into)) or (
         pa.types.is_time(kind) and pa.types.is_time(into)
     ):
-        if _UNITS[kind.unit] > _UNITS[into.unit]:
-            return _whole(name, kind, into)
-        if _UNITS[kind.unit] < _UNITS[into.unit]:
-            return _in_range(name, kind, into)
+        if _UNITS[kind.unit] > _UNITS[into.unit]:  # finer into coarser: no digits below the coarser unit
+            factor = _UNITS[kind.unit] // _UNITS[into.unit]
+            return _refuse_rows(
+                where,
+                lambda ticks: pc.not_equal(pc.subtract(ticks, pc.multiply(pc.divide(ticks, factor), factor)), 0),
+                f"holds a value finer than the destination's {into} keeps ({{}}); it would change. Round it at the "
+                "source, or keep a copy of the column as text",
+                as_ticks=True,
+            )
+        if _UNITS[kind.unit] < _UNITS[into.unit]:  # coarser into finer: within the finer unit's 64 bits
+            limit = (2**63 - 1) // (_UNITS[into.unit] // _UNITS[kind.unit])
+            return _refuse_rows(
+                where,
+                lambda ticks: pc.or_(pc.greater(ticks, limit), pc.less(ticks, -limit)),
+                f"holds {{}}, outside what the destination's {into} holds; run a full refresh to rebuild the "
+                f"table in {kind}",
+                as_ticks=True,
+            )
     if pa.types.is_decimal(kind) and pa.types.is_decimal(into) and integer_digits(kind) > integer_digits(into):
-        return _digits(name, kind, into)
+        limit = pa.scalar(Decimal(10 ** integer_digits(into))).cast(kind)
+        return _refuse_rows(
+            where,
+            lambda values: pc.greater_equal(pc.abs(values), limit),
+            f"holds {{}}, more integer digits than the destination's {into} holds ({integer_digits(into)}); "
+            "convert it at the source (to a string, or fewer digits)",
+        )
     if not text_nul and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-        return _no_nul(name)
+        return _refuse_rows(
+            f"column {name!r}",
+            lambda values: pc.match_substring(values, "\x00"),
+            "holds a NUL character (\\x00), which the destination's text cannot hold; remove it at the source, "
+            "or send the column as binary",
+        )
     return None
 
 
@@ -92,54 +118,15 @@ def _doubles(name: str, kind: pa.DataType, into: pa.DataType) -> Check:
     return check
 
 
-def _whole(name: str, kind: pa.DataType, into: pa.DataType) -> Check:
-    """Values of a finer unit must hold no digits below ``into``'s unit."""
-    factor = _UNITS[kind.unit] // _UNITS[into.unit]
+def _refuse_rows(where: str, found: Callable[[pa.Array], pa.Array], says: str, *, as_ticks: bool = False) -> Check:
+    """A check refusing the first row where ``found`` (of the values, or of their ticks) is true; ``says`` what
+    is wrong, ``{}`` standing for the value."""
 
     def check(values: pa.Array, origin: str, first_row: int) -> None:
-        ticks = _ticks(values)
-        partial = pc.not_equal(pc.subtract(ticks, pc.multiply(pc.divide(ticks, factor), factor)), 0)
-        if pc.any(partial).as_py():
-            row = first_row + int(pc.index(partial, True).as_py()) + 1
-            raise UnsupportedValueError(
-                f"{origin}: row {row}, column {name!r} ({kind}) holds a value finer than the destination's "
-                f"{into} keeps ({values[row - first_row - 1]}); it would change. Round it at the source, or keep a "
-                "copy of the column as text"
-            )
-
-    return check
-
-
-def _in_range(name: str, kind: pa.DataType, into: pa.DataType) -> Check:
-    """Values of a coarser unit must fit the finer unit's 64 bits."""
-    limit = (2**63 - 1) // (_UNITS[into.unit] // _UNITS[kind.unit])
-
-    def check(values: pa.Array, origin: str, first_row: int) -> None:
-        ticks = _ticks(values)
-        outside = pc.or_(pc.greater(ticks, limit), pc.less(ticks, -limit))
-        if pc.any(outside).as_py():
-            row = first_row + int(pc.index(outside, True).as_py()) + 1
-            raise UnsupportedValueError(
-                f"{origin}: row {row}, column {name!r} ({kind}) holds {values[row - first_row - 1]}, outside what "
-                f"the destination's {into} holds; run a full refresh to rebuild the table in {kind}"
-            )
-
-    return check
-
-
-def _digits(name: str, kind: pa.DataType, into: pa.DataType) -> Check:
-    """Decimals must stay below the column's integer digits."""
-    limit = pa.scalar(Decimal(10 ** integer_digits(into))).cast(kind)
-
-    def check(values: pa.Array, origin: str, first_row: int) -> None:
-        wide = pc.greater_equal(pc.abs(values), limit)
-        if pc.any(wide).as_py():
-            row = first_row + int(pc.index(wide, True).as_py()) + 1
-            raise UnsupportedValueError(
-                f"{origin}: row {row}, column {name!r} ({kind}) holds {values[row - first_row - 1]}, more integer "
-                f"digits than the destination's {into} holds ({integer_digits(into)}); convert it at the source "
-                "(to a string, or fewer digits)"
-            )
+        mask = found(_ticks(values) if as_ticks else values)
+        if pc.any(mask).as_py():
+            index = int(pc.index(mask, True).as_py())
+            raise UnsupportedValueError(f"{origin}: row {first_row + index + 1}, {where} {says.format(values[index])}")
 
     return check
 
@@ -147,16 +134,3 @@ def _digits(name: str, kind: pa.DataType, into: pa.DataType) -> Check:
 def _ticks(values: pa.Array) -> pa.Array:
     """A time or timestamp array as its integer count of units (time32 casts to int32 only)."""
     return values.cast(pa.int32() if values.type.bit_width == 32 else pa.int64()).cast(pa.int64())
-
-
-def _no_nul(name: str) -> Check:
-    def check(values: pa.Array, origin: str, first_row: int) -> None:
-        found = pc.match_substring(values, "\x00")
-        if pc.any(found).as_py():
-            row = first_row + int(pc.index(found, True).as_py()) + 1
-            raise UnsupportedValueError(
-                f"{origin}: row {row}, column {name!r} holds a NUL character (\\x00), which the destination's text "
-                "cannot hold; remove it at the source, or send the column as binary"
-            )
-
-    return check
