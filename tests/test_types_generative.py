@@ -4,7 +4,9 @@ Lines (where the format holds the type), synced in two runs and an idle third in
 Every value must round-trip exactly, or the first run must fail with a named refusal (``SchemaChangeError``:
 the destination cannot hold the type) having applied nothing. Never a raw engine error, never a good file
 called bad, never a stream that works once and then sticks. The second run's file may bring a column in
-another zone, a finer unit, a wider integer or decimal: the schema rule must widen it without loss.
+another zone, a finer unit, a wider integer or decimal: the schema rule must widen it without loss. Its
+refusal is allowed only where that file, synced alone into a table of its own, is refused too (a decimal with
+39 digits after the point on DuckDB): then the table keeps the first run's rows.
 
 What it found at the destinations is kept as minimal reproductions in ``tests/test_types_at_destinations.py``.
 """
@@ -116,6 +118,14 @@ def check_round_trip(target: Target, cols: list[Column], first_format: str, seco
         os.utime(feed / f"2.{second_format}", (1_700_000_001, 1_700_000_001))
         try:
             run_sync(source_for(feed, second), destination, SPEC)
+        except SchemaChangeError as err:
+            # Allowed only where the second file's types are refused on their own, in a table of their own:
+            # the file cannot be held anywhere there, and nothing of it was applied.
+            if not _refused_alone(target, second, second_format):
+                raise AssertionError(f"the stream sticks: run 2 fails ({_short(err)}): {described}") from err
+            assert_holds(target, cols, expected, "first", described)
+            _event("the second file's type refused by name, at run 2 as it would be alone")
+            return
         except Exception as err:
             raise AssertionError(f"the stream sticks: run 2 fails ({_short(err)}): {described}") from err
         del expected[0]
@@ -124,6 +134,17 @@ def check_round_trip(target: Target, cols: list[Column], first_format: str, seco
         idle = run_sync(source_for(feed, second), destination, SPEC)
         assert idle.files == 0, described
         _event(f"round trip of {len(cols)} columns")
+
+
+def _refused_alone(target: Target, table: pa.Table, fmt: str) -> bool:
+    """Whether ``table``'s file, synced alone into a table of its own, is refused by name."""
+    with tempfile.TemporaryDirectory(prefix="cdc-types-alone-") as tmp:
+        write(Path(tmp), f"1.{fmt}", table)
+        try:
+            run_sync(source_for(Path(tmp), table), target.destination("alone"), SyncSpec("alone", ("id",)))
+        except SchemaChangeError:
+            return True
+        return False
 
 
 def _event(what: str) -> None:

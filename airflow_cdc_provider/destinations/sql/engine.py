@@ -157,7 +157,7 @@ class SqlTransaction(DestinationTransaction):
         tombstones = Tombstones(d, self._name, primary_key, sequence_column) if sequence_column else None
         if tombstones is not None:
             d.check_name(tombstones.name.rpartition(".")[2], f"table {self._name}")
-        self._prepare_table(columns, primary_key)
+        key_after = self._prepare_table(columns, primary_key)
         stale = 0
         if tombstones is not None:
             table = d.table_schema(self._name)
@@ -168,9 +168,11 @@ class SqlTransaction(DestinationTransaction):
             held = [(self._quoted, f"target.{IS_CURRENT}" if shape.history else "true"), (tombstones.quoted, "true")]
             stale = stale_changes(d, held, primary_key, sequence_column, drop=not (shape.soft or shape.history))
         if shape.plain:
-            merge = Merge(d, self._name, shape, primary_key, columns.names, sequence_column)
+            merge = Merge(d, self._name, shape, primary_key, columns.names, sequence_column, empty=self._rebuild)
             merge.net_effect(order_by)
             stats = merge.apply()
+            if key_after:  # one index build over the inserted rows, rather than a row at a time
+                d.execute(f"ALTER TABLE {self._quoted} ADD PRIMARY KEY ({key_after})")
             tombstone_rows = merge.tombstone_rows() if sequence_column else ""
         else:
             shaped = Shaped(
@@ -229,21 +231,24 @@ class SqlTransaction(DestinationTransaction):
                 f"this run applied nothing ({err})"
             ) from err
 
-    def _prepare_table(self, columns: pa.Schema, primary_key: Sequence[str]) -> None:
+    def _prepare_table(self, columns: pa.Schema, primary_key: Sequence[str]) -> str:
+        """Create, or add and widen columns; the table is then empty (``self._rebuild``) or holds what it held.
+        Return the key columns of a primary key to add once the rows are in (a new plain table), else ``""``."""
         d, name = self.dialect, self._name
         existing = d.table_schema(name)
         if existing is not None and self._rebuild and not self._fits(existing, columns):
             d.execute(f"DROP TABLE {self._quoted}")
             existing = None
         if existing is None:
-            keys = ", ".join(d.quote(key) for key in primary_key)
-            history = self._shape.history
-            constraint = f"PRIMARY KEY ({keys})" if d.primary_keys and not history else ""
-            create_table(d, name, pa.schema([*columns, *self._shape.system_fields()]), constraints=constraint)
-            if d.primary_keys and history:  # at most one current version per key; versions found by key and time
+            self._rebuild = True  # a new table: the merge inserts, with nothing to delete or update
+            keys, shape = ", ".join(d.quote(key) for key in primary_key), self._shape
+            key_now = d.primary_keys and not shape.plain and not shape.history  # plain: added after the rows
+            constraint = f"PRIMARY KEY ({keys})" if key_now else ""
+            create_table(d, name, pa.schema([*columns, *shape.system_fields()]), constraints=constraint)
+            if d.primary_keys and shape.history:  # at most one current version per key; versions by key and time
                 d.execute(f"CREATE UNIQUE INDEX ON {self._quoted} ({keys}) WHERE {IS_CURRENT}")
                 d.execute(f"CREATE INDEX ON {self._quoted} ({keys}, {VALID_FROM})")
-            return
+            return keys if d.primary_keys and shape.plain else ""
         self._shape.check(name, existing.names)
         for field in self._shape.missing_fields(existing.names):  # a table of an earlier release
             d.execute(f"ALTER TABLE {self._quoted} ADD COLUMN {field.name} {d.column_type(field)}")
@@ -258,6 +263,7 @@ class SqlTransaction(DestinationTransaction):
             on_schema_change=options.on_schema_change,
             origins=self._stage.doubled_by,
         )
+        return ""
 
     def _fits(self, existing: pa.Schema, columns: pa.Schema) -> bool:
         """On a full refresh: whether the emptied table is kept (its grants, indexes, views) for the rows."""

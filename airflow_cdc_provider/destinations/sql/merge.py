@@ -53,6 +53,8 @@ class Merge:
     :param primary_key: the key columns.
     :param columns: the user's columns the stage holds (and the table takes).
     :param sequence_column: the user's sequence column, if any.
+    :param empty: the table is new or was emptied in this transaction (a first sync, a full refresh): the net
+        upserts are inserted, with nothing to delete or update.
     """
 
     dialect: BoundDialect
@@ -61,6 +63,7 @@ class Merge:
     primary_key: Sequence[str]
     columns: Sequence[str]
     sequence_column: str | None = None
+    empty: bool = False
 
     def __post_init__(self) -> None:
         self.target = self.dialect.table(self.table)
@@ -90,6 +93,10 @@ class Merge:
 
     def apply(self) -> ApplyStats:
         """Hard deletes: delete the keys whose last change is a delete, upsert the others."""
+        if self.empty:
+            return ApplyStats(
+                rows_inserted=self.dialect.execute(f"INSERT INTO {self.target} ({self.names}) {self.upsert_rows()}")
+            )
         deleted = self.dialect.execute(f"DELETE FROM {self.target} AS target USING {NET} WHERE {self._matched(DELETE)}")
         inserted, updated = self._upsert()
         return ApplyStats(rows_inserted=inserted, rows_updated=updated, rows_deleted=deleted)

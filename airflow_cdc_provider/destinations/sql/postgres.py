@@ -1,4 +1,4 @@
-"""PostgreSQL's dialect (psycopg 3): ``COPY`` of Arrow-written CSV into a temporary stage, ``DISTINCT ON`` for
+"""PostgreSQL's dialect (psycopg 3): ``COPY`` from Arrow (:mod:`.pg_copy`) into a temporary stage, ``DISTINCT ON`` for
 the net effect, ``INSERT … ON CONFLICT DO UPDATE`` for upserts, and a transaction-scoped advisory lock per stream.
 
 Two runs of one stream exclude each other with the advisory lock, taken before the checkpoint is read (the
@@ -13,9 +13,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 
 from airflow_cdc_provider.destinations.sql.dialect import BoundDialect, Params
+from airflow_cdc_provider.destinations.sql.pg_copy import (
+    BINARY_HEADER,
+    BINARY_TRAILER,
+    binary_holds,
+    binary_rows,
+    csv_rows,
+)
 from airflow_cdc_provider.exceptions import ConcurrentSyncError, SchemaChangeError
 
 if TYPE_CHECKING:
@@ -147,22 +153,25 @@ class PostgresDialect(BoundDialect):
         return pa.schema(fields)
 
     def bulk_load(self, table: str, reader: pa.RecordBatchReader, target: pa.Schema) -> int:
-        # Arrow writes each batch as CSV in C and COPY parses it in the server: no value becomes a Python object
-        # (bytea, which CSV cannot carry raw, goes as hex text).
+        # Rows go as binary COPY, or as CSV where a column has no fixed binary form here (see pg_copy).
         types = [_pg_type(field) for field in target]
+        columns = pa.schema([pa.field(name, pg.arrow) for name, pg in zip(target.names, types, strict=True)])
+        binary = binary_holds(columns)
         names = ", ".join(self.quote(name) for name in target.names)
-        options = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
+        if not binary:
+            self.execute("SET LOCAL TimeZone = 'UTC'")  # zoned timestamps go as UTC wall clock
         loaded = 0
-        self.execute("SET LOCAL TimeZone = 'UTC'")  # zoned timestamps go as UTC wall clock (see _as_csv)
-        with self.conn.cursor() as cur, cur.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT CSV)") as copy:
+        statement = f"COPY {table} ({names}) FROM STDIN (FORMAT {'BINARY' if binary else 'CSV'})"
+        with self.conn.cursor() as cur, cur.copy(statement) as copy:
+            if binary:
+                copy.write(BINARY_HEADER)
             for batch in reader:
-                columns = [
-                    _as_csv(_cast(batch.column(name), pg.arrow)) for name, pg in zip(target.names, types, strict=True)
-                ]
-                sink = pa.BufferOutputStream()
-                pa_csv.write_csv(pa.RecordBatch.from_arrays(columns, target.names), sink, options)
-                copy.write(memoryview(sink.getvalue()))
+                cast = [_cast(batch.column(field.name), field.type) for field in columns]
+                rows = pa.RecordBatch.from_arrays(cast, schema=columns)
+                copy.write(memoryview(binary_rows(rows) if binary else csv_rows(rows)))
                 loaded += batch.num_rows
+            if binary:
+                copy.write(BINARY_TRAILER)
         return loaded
 
     def create_if_absent(self, statement: str) -> None:
@@ -234,16 +243,6 @@ def _concurrent(stream_id: str, holder: str) -> ConcurrentSyncError:
         f"stream {stream_id!r}: another run holds it in PostgreSQL: {holder}. Nothing was applied; "
         "retry once that run has finished (or end that session if it is stuck)."
     )
-
-
-def _as_csv(column: pa.Array) -> pa.Array:
-    """A column as COPY's CSV reads it: binary as ``\\x`` hex text; a zoned timestamp as its UTC wall clock (Arrow
-    writes zoned timestamps ten times slower, and the session's zone is UTC); the rest as Arrow writes it."""
-    if pa.types.is_timestamp(column.type) and column.type.tz:
-        return column.cast(pa.timestamp(column.type.unit))
-    if not pa.types.is_binary(column.type):
-        return column
-    return pa.array([None if value is None else "\\x" + value.hex() for value in column.to_pylist()], pa.string())
 
 
 def _cast(column: pa.Array, target: pa.DataType) -> pa.Array:
