@@ -70,11 +70,6 @@ class FetchLimits:
     budget_bytes: int
     part_bytes: int
 
-    def __post_init__(self) -> None:
-        for name in ("concurrent", "budget_bytes", "part_bytes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)!r}")
-
     def parts(self, size: int) -> list[tuple[int, int]]:
         """``(offset, length)`` of each part of a ``size``-byte file."""
         return [(offset, min(self.part_bytes, size - offset)) for offset in range(0, size, self.part_bytes)]
@@ -84,15 +79,18 @@ class _Sink:
     """The file object a download writes into: stops the download once the reader has gone, and refuses bytes past
     the part's end (a store that sends more than was asked)."""
 
-    def __init__(self, out: BinaryIO, cancelled: threading.Event, limit: int | None = None) -> None:
-        self._out, self._cancelled, self._limit = out, cancelled, limit
+    def __init__(self, out: BinaryIO, cancelled: threading.Event, location: str, limit: int | None = None) -> None:
+        self._out, self._cancelled, self._location, self._limit = out, cancelled, location, limit
         self.written = 0
 
     def write(self, data: bytes) -> int:
         if self._cancelled.is_set():
             raise FetchCancelled
         if self._limit is not None and self.written + len(data) > self._limit:
-            raise ChangeFileUnavailableError(f"the store sent more than the {self._limit} bytes asked")
+            raise ChangeFileUnavailableError(
+                f"{self._location}: the store sent more than the {self._limit} bytes of a part asked; nothing was "
+                "applied, and a retry downloads the file again"
+            )
         self._out.write(data)
         self.written += len(data)
         return len(data)
@@ -206,14 +204,15 @@ class Fetcher:
         return slot
 
     def _download_whole(self, slot: _Slot) -> None:
-        with self._wrap_errors(self._store.location(slot.file)), open(slot.path, "wb") as out:
-            self._store.download(slot.file, cast(BinaryIO, _Sink(out, self._cancelled)))
+        location = self._store.location(slot.file)
+        with self._wrap_errors(location), open(slot.path, "wb") as out:
+            self._store.download(slot.file, cast(BinaryIO, _Sink(out, self._cancelled, location)))
 
     def _download_part(self, slot: _Slot, offset: int, length: int) -> None:
         location = self._store.location(slot.file)
         with self._wrap_errors(location), open(slot.path, "r+b") as out:
             out.seek(offset)
-            sink = _Sink(out, self._cancelled, length)
+            sink = _Sink(out, self._cancelled, location, length)
             self._store.download_range(slot.file, cast(BinaryIO, sink), offset, length)
         if sink.written != length:
             raise ChangeFileUnavailableError(

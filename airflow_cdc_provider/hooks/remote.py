@@ -71,7 +71,9 @@ class RemoteFileChangeFeedHook(FileChangeFeedHook):
         self.max_concurrent_fetches = max_concurrent_fetches
         self.max_fetched_bytes = max_fetched_bytes
         self.fetch_part_bytes = fetch_part_bytes
-        FetchLimits(max_concurrent_fetches, max_fetched_bytes, fetch_part_bytes)  # a bad value fails the parse
+        for name in ("max_concurrent_fetches", "max_fetched_bytes", "fetch_part_bytes"):
+            if getattr(self, name) < 1:  # refused when the DAG is parsed, not in a run
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)!r}")
         self._store_date: datetime | None = None
 
     @property
