@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,6 +54,8 @@ class Proxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="bench-proxy", daemon=True)
         self._server: asyncio.Server | None = None
+        self._pumps: set[asyncio.Future[None]] = set()  # each connection's two directions
+        self._stopping = False
 
     @property
     def url(self) -> str:
@@ -66,11 +70,13 @@ class Proxy:
     def stop(self) -> None:
         async def close() -> None:
             assert self._server is not None
+            self._stopping = True
             self._server.close()
+            for pump in self._pumps:
+                pump.cancel()  # each connection's task then ends on its own
             connections = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-            for task in connections:
-                task.cancel()
-            await asyncio.gather(*connections, return_exceptions=True)
+            if connections:
+                await asyncio.wait(connections, timeout=5)
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -96,16 +102,19 @@ class Proxy:
             client_writer.close()
             return
         turn = ["server"]  # who spoke last: a client's first bytes after the server's are a new request
-        up = asyncio.ensure_future(self._up(client_reader, server_writer, turn))
-        down = asyncio.ensure_future(self._down(server_reader, client_writer, turn))
+        pumps = {
+            asyncio.ensure_future(self._up(client_reader, server_writer, turn)),
+            asyncio.ensure_future(self._down(server_reader, client_writer, turn)),
+        }
+        self._pumps |= pumps
         try:
-            await asyncio.wait([up, down], return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            pass  # the proxy stops
+            if not self._stopping:
+                await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (up, down):
-                task.cancel()
-            await asyncio.gather(up, down, return_exceptions=True)
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.wait(pumps)
+            self._pumps -= pumps
             for writer in (client_writer, server_writer):
                 with contextlib.suppress(Exception):
                     writer.close()
@@ -137,17 +146,19 @@ class Proxy:
                     with contextlib.suppress(Exception):
                         await writer.drain()
                     self.stats.cut += 1
-                    writer.transport.abort()  # a reset, as a dropped connection looks to the client
+                    connection = writer.get_extra_info("socket")
+                    connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    writer.transport.abort()  # a reset (linger 0), as a dropped connection looks to the client
                     return
                 sent_since_cut += len(data)
-            self.stats.bytes_down += len(data)
-            writer.write(data)
-            await writer.drain()
-            if self.bandwidth:
+            if self.bandwidth:  # a chunk of n bytes arrives n / bandwidth seconds after the one before it
                 ready_at = max(ready_at, loop.time()) + len(data) / self.bandwidth
                 delay = ready_at - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
+            self.stats.bytes_down += len(data)
+            writer.write(data)
+            await writer.drain()
 
 
 @contextlib.contextmanager

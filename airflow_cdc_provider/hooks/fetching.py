@@ -190,10 +190,9 @@ class Fetcher:
             self._next += 1
 
     def _submit(self, index: int, file: ChangeFile) -> _Slot:
-        folder = os.path.join(self._folder, str(index))
-        os.mkdir(folder)
-        # The file's own name: readers (and error messages) go by it.
-        slot = _Slot(index, file, os.path.join(folder, file.path.rsplit("/", 1)[-1]), file.size)
+        # The file's own name after its place in the pull: readers go by its suffix; two files of one name in
+        # different folders of the feed may be held at once.
+        slot = _Slot(index, file, os.path.join(self._folder, f"{index}-{file.path.rsplit('/', 1)[-1]}"), file.size)
         if file.size > self._limits.part_bytes and self._store.downloads_in_parts(file):
             with open(slot.path, "wb") as out:
                 out.truncate(file.size)  # each part writes its own region
@@ -227,7 +226,8 @@ class Fetcher:
         for download in slot.downloads:
             download.cancel()
         wait(slot.downloads)  # a file passed over without being entered may still be downloading
-        shutil.rmtree(os.path.dirname(slot.path), ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):  # a download that failed before creating it
+            os.unlink(slot.path)
         self._held -= slot.held
 
 
