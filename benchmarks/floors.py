@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.columns import CHANGE_TYPE, KEY, SEQUENCE, USER_COLUMNS
-from benchmarks.runners import BATCH_ROWS, TABLE, Job, Sync, fresh_schema
+from benchmarks.runners import BATCH_ROWS, TABLE, Job, Sync, fresh_schema, load_base
 
 PARALLEL_DOWNLOADS = 32
 _PG_TYPES = {"BIGINT": "BIGINT", "VARCHAR": "TEXT", "DOUBLE": "DOUBLE PRECISION"}
@@ -35,8 +35,7 @@ def floor(job: Job) -> Sync:
     """The job's floor: set-up and base load done, the timed part returned."""
     apply = _postgres(job) if job.destination == "postgres" else _duckdb(job)
     fetch = _downloader(job) if job.source == "s3" else lambda folder: _files(folder, job.fmt)
-    if job.base:
-        apply(_files(job.base, job.fmt), True)
+    load_base(job, lambda folder: apply(_files(folder, job.fmt), True))
 
     def sync() -> Any:
         return [apply(fetch(folder), not job.base and index == 0) for index, folder in enumerate(job.timed)]
@@ -101,6 +100,7 @@ def _postgres(job: Job) -> Callable[[list[str], bool], int]:
             if new_table:
                 con.execute(f"CREATE TABLE {job.table} ({table_columns})")
             else:
+                con.execute("ANALYZE net")  # its size, for the planner
                 con.execute(f"DELETE FROM {job.table} t USING net WHERE t.{KEY} = net.{KEY}")
             inserted = con.execute(f"INSERT INTO {job.table} SELECT {NAMES} FROM net WHERE {CHANGE_TYPE} = 'u'")
             if new_table:
