@@ -52,7 +52,12 @@ def list_blob_files(
 
 
 def download_blob_file(
-    container: ContainerClient, prefix: str, file: ChangeFile, out: BinaryIO, offset: int = 0, length: int | None = None
+    container: ContainerClient,
+    prefix: str,
+    file: ChangeFile,
+    out: BinaryIO,
+    offset: int | None = None,
+    length: int | None = None,
 ) -> None:
     """Write the listed version of ``file`` (or its ``length`` bytes from ``offset`` on) into ``out`` in chunks.
 
@@ -61,7 +66,7 @@ def download_blob_file(
     """
     downloader = container.download_blob(
         join_key(prefix, file.path),
-        offset=offset if length is not None else None,
+        offset=offset,
         length=length,
         etag=f'"{file.identity}"',
         match_condition=MatchConditions.IfNotModified,

@@ -27,7 +27,7 @@ from airflow_cdc_provider.exceptions import (
 from airflow_cdc_provider.hooks.fetching import FetchedFile, FetchLimits, fetched_in_order
 from airflow_cdc_provider.hooks.files import ChangeFile, FileChangeFeedHook
 
-DOWNLOAD_CHUNK_BYTES = 8 * 1024 * 1024
+DOWNLOAD_CHUNK_BYTES = 1024 * 1024  # what each download thread holds in memory at once
 DEFAULT_CONCURRENT_FETCHES = 8  # under the 10 connections the SDKs' HTTP pools keep by default
 DEFAULT_FETCHED_BYTES = 256 * 1024 * 1024
 DEFAULT_FETCH_PART_BYTES = 16 * 1024 * 1024
