@@ -84,10 +84,13 @@ floor-lock: install
 		--custom-compile-command "make floor-lock" --output-file $(FLOOR_LOCK)
 	rm .floors-of-pyproject.txt
 
-# Benchmarks: this provider, dlt and DuckDB's own SQL on the same change files (see benchmarks/run.py).
-# `make bench` runs N = 100k, 1M and 5M; `make bench ROWS=1000000` runs one size, and its last line is
-# `bench N=... ours_vs_dlt=... ours_vs_floor=... peak_rss_mib=... floor_rss_mib=...`.
-# dlt and matplotlib come from the `bench` dependency group of the same lock (not installed by `make test`).
+# Benchmarks: this provider, dlt and the engines' own SQL on the same change files, shape by shape (see
+# benchmarks/run.py and benchmarks/shapes.py; the PostgreSQL shapes start Debian's PostgreSQL, the S3 ones moto
+# behind a latency proxy). `make bench` runs N = 100k, 1M and 5M; `make bench ROWS=1000000` runs one size, and its
+# last line is `bench N=... ours_vs_dlt=... ours_vs_floor=... peak_rss_mib=... floor_rss_mib=...` followed by
+# `<shape>_vs_floor=... <shape>_vs_dlt=...` for the other shapes.
+# dlt, the ADBC driver and matplotlib come from the `bench` dependency group of the same lock (not installed by
+# `make test`).
 # Each job runs REPEAT times, interleaved; the best time and the highest peak RSS are reported.
 ROWS ?= 100000 1000000 5000000
 REPEAT ?= 3

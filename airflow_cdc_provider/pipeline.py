@@ -10,6 +10,7 @@ killed after it, the retry finds the new checkpoint and applies nothing twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -170,12 +171,13 @@ def run_sync(
     summary = SyncSummary(stream_id=spec.stream_id, full_refresh=full_refresh)
     if spec.mode == "cdc" and can_push_down(source, destination):  # same engine: MERGE inside it
         return run_pushed_down(source, destination, spec, summary, full_refresh=full_refresh, logger=logger)  # type: ignore[arg-type]
-    with destination.transaction(spec.stream_id) as transaction:
+    with destination.transaction(spec.stream_id) as transaction, contextlib.ExitStack() as reading:
         checkpoint = transaction.read_checkpoint()  # read even for a full refresh: the commit checks it
         if full_refresh:
             checkpoint = None
             transaction.clear()
         pull = source.pull(checkpoint["source"] if checkpoint else None, spec.primary_key)
+        reading.callback(pull.close)  # a run that fails before the end releases what the read holds, at once
         logger.info(
             "Stream %s: %s %s to apply from %s%s",
             spec.stream_id,

@@ -45,6 +45,7 @@ class Measured:
     cpu_seconds: float = 0.0
     runs: int = 1
     sync_seconds_runs: tuple[float, ...] = ()
+    shape: str = "steady"
 
     @property
     def rows_per_second(self) -> float:
@@ -88,6 +89,7 @@ def run(job: Job, rows: int, env: dict[str, str], timeout: float = 3600.0) -> Me
         ready_rss_mib=result["ready_rss_mib"],
         sync_cpu_seconds=result["sync_cpu_seconds"],
         cpu_seconds=usage["cpu_seconds"],
+        shape=job.shape,
     )
 
 

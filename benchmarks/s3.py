@@ -2,7 +2,8 @@
 
 The server runs in this process, so after each upload the object's stored last-modified time is set to the
 local file's: the provider then sees the same (last-modified, path) order on S3 as in the folder. Children
-reach it through an Airflow ``aws`` connection given as an environment variable, with ``endpoint_url``.
+reach it through an Airflow ``aws`` connection given as an environment variable, with ``endpoint_url`` (the server's, or
+the latency proxy's in front of it).
 """
 
 from __future__ import annotations
@@ -30,15 +31,16 @@ class S3Server:
     url: str
     client: Any
 
-    def connection_env(self) -> dict[str, str]:
-        """``AIRFLOW_CONN_BENCH_S3``: the Airflow connection the children use."""
+    def connection_env(self, conn_id: str = AWS_CONN_ID, url: str | None = None) -> dict[str, str]:
+        """``AIRFLOW_CONN_<conn_id>``: the Airflow connection the children use, to the server or to ``url`` (a proxy
+        in front of it)."""
         conn = {
             "conn_type": "aws",
             "login": _KEY,
             "password": _SECRET,
-            "extra": {"endpoint_url": self.url, "region_name": _REGION},
+            "extra": {"endpoint_url": url or self.url, "region_name": _REGION},
         }
-        return {f"AIRFLOW_CONN_{AWS_CONN_ID.upper()}": json.dumps(conn)}
+        return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn)}
 
     def upload(self, files: list[Path], prefix: str) -> None:
         """Put ``files`` under ``prefix``, each with its local last-modified time."""
@@ -55,10 +57,11 @@ class S3Server:
 
     def remove(self, prefix: str) -> None:
         """Delete what ``upload`` put under ``prefix`` (the server keeps objects in memory)."""
-        listed = self.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/").get("Contents", [])
-        if listed:
-            keys = [{"Key": item["Key"]} for item in listed]
-            self.client.delete_objects(Bucket=BUCKET, Delete={"Objects": keys})
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{prefix}/")
+        for page in pages:  # a page holds at most 1,000 keys, as many as one delete_objects takes
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                self.client.delete_objects(Bucket=BUCKET, Delete={"Objects": keys})
 
 
 @contextlib.contextmanager

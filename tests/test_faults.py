@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -137,12 +138,20 @@ def test_s3_stopping_in_the_middle_of_a_pull_applies_nothing_and_the_retry_is_ex
 
     downloaded: list[str] = []
     original = S3ChangeFeedHook.download
+    stopped = threading.Event()
 
-    def download_then_stop_the_server(self: S3ChangeFeedHook, file: Any, local_path: str) -> None:
-        original(self, file, local_path)
-        downloaded.append(file.path)
-        if len(downloaded) == 1:
+    def download_then_stop_the_server(self: S3ChangeFeedHook, file: Any, out: Any) -> None:
+        if stopped.is_set() or file.path != "002.csv":
+            stopped.wait(30)  # the files fetched ahead start once the store is gone (the retry's at once)
+            original(self, file, out)
+            downloaded.append(file.path)
+            return
+        try:
+            original(self, file, out)
+            downloaded.append(file.path)
             moto.stop()  # the store goes away with two of the run's three files still to read
+        finally:
+            stopped.set()
 
     monkeypatch.setattr(S3ChangeFeedHook, "download", download_then_stop_the_server)
     with pytest.raises(Exception) as failure:

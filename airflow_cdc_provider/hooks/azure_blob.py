@@ -6,9 +6,11 @@ namespace or not, and on Azurite.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
 from azure.core import MatchConditions
 from azure.storage.blob import ContainerClient
@@ -49,20 +51,28 @@ def list_blob_files(
         )
 
 
-def download_blob_file(container: ContainerClient, prefix: str, file: ChangeFile, local_path: str) -> None:
-    """Copy the listed version of ``file`` into ``local_path`` in chunks (the SDK's 4 MiB ranges).
+def download_blob_file(
+    container: ContainerClient,
+    prefix: str,
+    file: ChangeFile,
+    out: BinaryIO,
+    offset: int | None = None,
+    length: int | None = None,
+) -> None:
+    """Write the listed version of ``file`` (or its ``length`` bytes from ``offset`` on) into ``out`` in chunks.
 
     The ETag condition makes a blob replaced since the listing fail the run (HTTP 412) instead of applying
     bytes the checkpoint does not record.
     """
     downloader = container.download_blob(
         join_key(prefix, file.path),
+        offset=offset,
+        length=length,
         etag=f'"{file.identity}"',
         match_condition=MatchConditions.IfNotModified,
         max_concurrency=1,
     )
-    with open(local_path, "wb") as out:
-        downloader.readinto(out)
+    downloader.readinto(out)
 
 
 def move_blob_file(container: ContainerClient, prefix: str, file: ChangeFile, path: str) -> None:
@@ -108,8 +118,19 @@ class BlobContainerChangeFeedHook(RemoteFileChangeFeedHook):
     def list_files(self) -> Iterator[ChangeFile]:
         return list_blob_files(self.container_client, self.prefix, self.note_store_date)
 
-    def download(self, file: ChangeFile, local_path: str) -> None:
-        download_blob_file(self.container_client, self.prefix, file, local_path)
+    @contextlib.contextmanager
+    def downloading(self) -> Iterator[None]:
+        _ = self.container_client  # built once, before the download threads share it
+        yield
+
+    def downloads_in_parts(self, file: ChangeFile) -> bool:
+        return True
+
+    def download(self, file: ChangeFile, out: BinaryIO) -> None:
+        download_blob_file(self.container_client, self.prefix, file, out)
+
+    def download_range(self, file: ChangeFile, out: BinaryIO, offset: int, length: int) -> None:
+        download_blob_file(self.container_client, self.prefix, file, out, offset, length)
 
     def move(self, file: ChangeFile, path: str) -> None:
         move_blob_file(self.container_client, self.prefix, file, path)

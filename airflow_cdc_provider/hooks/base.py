@@ -36,6 +36,12 @@ class ChangePull:
     after_commit: Callable[[], str] | None = None
     quarantined: dict[str, str] = field(default_factory=dict)
 
+    def close(self) -> None:
+        """Stop reading ``batches`` early: what the read holds (download threads, temporary files) is released."""
+        close = getattr(self.batches, "close", None)
+        if close is not None:
+            close()
+
 
 @runtime_checkable
 class ChangeFeed(Protocol):

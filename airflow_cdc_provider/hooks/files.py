@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, get_args
@@ -224,34 +224,44 @@ class FileChangeFeedHook(Describable, BaseHook, ABC):
         """The file's full location, as errors and logs name it."""
         return f"{self.uri.rstrip('/')}/{file.path}"
 
-    def _read(self, files: list[ChangeFile], primary_key: Sequence[str], pull: ChangePull) -> Iterator[pa.RecordBatch]:
-        sequence = 0
+    def fetch_in_order(
+        self, files: Sequence[ChangeFile]
+    ) -> Generator[tuple[ChangeFile, contextlib.AbstractContextManager[str]]]:
+        """Each of ``files``, in order, with a context giving its local path; a remote store fetches the next files
+        ahead while one is read. Closing the iterator early releases what it holds (threads, downloaded files)."""
         for file in files:
-            origin, read = self.location(file), 0
-            try:
-                with self.fetch(file) as local_path:
-                    if self.bad_files == "quarantine":
-                        try:
-                            for _ in self._changes(local_path, origin, primary_key, sequence, file.modified):
-                                pass
-                        except BadChangeFileError as err:
-                            pull.quarantined[file.path] = str(err)
-                            continue
-                    for batch in self._changes(local_path, origin, primary_key, sequence, file.modified):
-                        sequence += batch.num_rows
-                        read += batch.num_rows
-                        yield batch
-            except ChangeFileVanishedError as err:
-                if read:  # some of its rows are staged: only a retry of the whole run is exact
-                    raise
-                log.warning(
-                    "Skipped %s: it is gone or replaced since it was listed; the next run sees what is there then (%s)",
-                    origin,
-                    err,
-                )
-                pull.end_cursor["recent"].pop(file.path, None)
-                continue
-            pull.units_done += 1
+            yield file, self.fetch(file)
+
+    def _read(self, files: list[ChangeFile], primary_key: Sequence[str], pull: ChangePull) -> Iterator[pa.RecordBatch]:
+        with contextlib.closing(self.fetch_in_order(files)) as fetched:
+            sequence = 0
+            for file, local in fetched:
+                origin, read = self.location(file), 0
+                try:
+                    with local as local_path:
+                        if self.bad_files == "quarantine":
+                            try:
+                                for _ in self._changes(local_path, origin, primary_key, sequence, file.modified):
+                                    pass
+                            except BadChangeFileError as err:
+                                pull.quarantined[file.path] = str(err)
+                                continue
+                        for batch in self._changes(local_path, origin, primary_key, sequence, file.modified):
+                            sequence += batch.num_rows
+                            read += batch.num_rows
+                            yield batch
+                except ChangeFileVanishedError as err:
+                    if read:  # some of its rows are staged: only a retry of the whole run is exact
+                        raise
+                    log.warning(
+                        "Skipped %s: it is gone or replaced since it was listed; the next run sees what is there "
+                        "then (%s)",
+                        origin,
+                        err,
+                    )
+                    pull.end_cursor["recent"].pop(file.path, None)
+                    continue
+                pull.units_done += 1
 
     def _changes(
         self, local_path: str, origin: str, primary_key: Sequence[str], first_sequence: int, modified: datetime

@@ -33,7 +33,8 @@ class LandingZoneChangeFeedHook(BlobContainerChangeFeedHook):
     :param landing_zone_conn_id: the Airflow connection of type ``cdc_landing_zone``: password = the container
         SAS URL, or host = the container URL and password = the SAS token.
     :param kwargs: passed to :class:`~airflow_cdc_provider.hooks.remote.RemoteFileChangeFeedHook`
-        (``lookback``, ``file_format``, ``applied_files``, ``archive_folder``, ``download_dir``).
+        (``lookback``, ``file_format``, ``applied_files``, ``archive_folder``, ``bad_files``, ``download_dir``,
+        ``max_concurrent_fetches``, ``max_fetched_bytes``, ``fetch_part_bytes``).
     """
 
     conn_name_attr = "landing_zone_conn_id"

@@ -1,49 +1,85 @@
-"""What the remote stores (S3, Azure Blob, landing zone, GCS, SFTP) share: a download to a temporary file.
+"""What the remote stores (S3, Azure Blob, landing zone, GCS, SFTP) share: downloads to temporary files, fetched
+ahead of the reader.
 
-A remote store lists its files and copies one, chunk by chunk, into a local file; this module gives it the
-temporary file and removes it when the engine has read it. No store holds a whole file in memory. A file gone
-or replaced since the listing (HTTP 404 or 412, no such file, another size or time) is told to the engine as
-vanished: it skips the file and leaves it out of the cursor, so the next run applies what is there then. A
-store whose listing answers carry an HTTP ``Date`` passes it to
-:meth:`RemoteFileChangeFeedHook.note_store_date`: the engine's watermark then never passes the store's clock.
+A remote store lists its files and copies one, chunk by chunk, into a local file object (or a range of it, where
+the store sends ranges); :mod:`~airflow_cdc_provider.hooks.fetching` runs those downloads in the background while the
+engine reads, hands the files over in order and removes each when it is read. No store holds a whole file in memory.
+A file gone or replaced since the listing (HTTP 404 or 412, no such file, another size or time) is told to the engine
+as vanished: it skips the file and leaves it out of the cursor, so the next run applies what is there then. A store
+whose listing answers carry an HTTP ``Date`` passes it to :meth:`RemoteFileChangeFeedHook.note_store_date`: the
+engine's watermark then never passes the store's clock.
 """
 
 from __future__ import annotations
 
 import contextlib
 import email.utils
-import os
-import tempfile
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, BinaryIO
 
 from airflow_cdc_provider.exceptions import (
     ChangeFileVanishedError,
     CredentialsRefusedError,
     FileChangedError,
 )
+from airflow_cdc_provider.hooks.fetching import FetchedFile, FetchLimits, fetched_in_order
 from airflow_cdc_provider.hooks.files import ChangeFile, FileChangeFeedHook
 
-DOWNLOAD_CHUNK_BYTES = 8 * 1024 * 1024
+DOWNLOAD_CHUNK_BYTES = 1024 * 1024  # what each download thread holds in memory at once
+DEFAULT_CONCURRENT_FETCHES = 8  # under the 10 connections the SDKs' HTTP pools keep by default
+DEFAULT_FETCHED_BYTES = 256 * 1024 * 1024
+DEFAULT_FETCH_PART_BYTES = 16 * 1024 * 1024
 # What the provider SDKs raise when a store refuses the credentials (beside HTTP 401/403).
 _REFUSED = {"AuthenticationException", "RefreshError", "ClientAuthenticationError", "NoCredentialsError"}
 
 
 class RemoteFileChangeFeedHook(FileChangeFeedHook):
-    """Base of the file feeds on a remote store: ``download`` one file into a local path, the rest is shared.
+    """Base of the file feeds on a remote store: ``download`` one file into a local file, the rest is shared.
+
+    While the engine reads one file, the next ones download in the background (at most ``max_concurrent_fetches``
+    requests at once, within ``max_fetched_bytes`` on disk); the engine still takes them one at a time, in order.
 
     :param download_dir: where temporary downloads go (default: the system's temporary folder). Each file is
-        removed as soon as it is read, so this needs room for the largest change file only.
+        removed as soon as it is read; this needs room for ``max_fetched_bytes`` (or the largest change file, if
+        larger).
+    :param max_concurrent_fetches: downloads (requests) in flight at once, the files after the one being read and
+        the parts of a large file; ``1`` downloads one file at a time, as the reader needs it. Above 10, the Azure
+        and GCS SDKs keep only 10 connections open between requests (their HTTP pools' size); S3's is sized to fit.
+    :param max_fetched_bytes: bytes of change files held in ``download_dir`` at once (downloading, downloaded and
+        waiting, or being read). The next file to read is fetched whatever its size; files after it are fetched
+        ahead only within this budget.
+    :param fetch_part_bytes: a file larger than this downloads in ranged parts of this size, in parallel (S3,
+        Azure Blob, the landing zone, GCS; SFTP downloads whole files). The Azure SDK holds each request's answer
+        in memory, so there up to ``max_concurrent_fetches`` parts (at most 32 MiB each) are in memory at once.
     :param kwargs: passed to :class:`~airflow_cdc_provider.hooks.files.FileChangeFeedHook`
-        (``lookback``, ``file_format``, ``applied_files``, ``archive_folder``).
+        (``lookback``, ``file_format``, ``applied_files``, ``archive_folder``, ``bad_files``).
     """
 
-    def __init__(self, *, download_dir: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        download_dir: str | None = None,
+        max_concurrent_fetches: int = DEFAULT_CONCURRENT_FETCHES,
+        max_fetched_bytes: int = DEFAULT_FETCHED_BYTES,
+        fetch_part_bytes: int = DEFAULT_FETCH_PART_BYTES,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.download_dir = download_dir
+        self.max_concurrent_fetches = max_concurrent_fetches
+        self.max_fetched_bytes = max_fetched_bytes
+        self.fetch_part_bytes = fetch_part_bytes
+        for name in ("max_concurrent_fetches", "max_fetched_bytes", "fetch_part_bytes"):
+            if getattr(self, name) < 1:  # refused when the DAG is parsed, not in a run
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)!r}")
         self._store_date: datetime | None = None
+
+    @property
+    def fetch_limits(self) -> FetchLimits:
+        """How far downloads run ahead of the reader."""
+        return FetchLimits(self.max_concurrent_fetches, self.max_fetched_bytes, self.fetch_part_bytes)
 
     conn_name_attr: str = "conn_id"
 
@@ -75,17 +111,33 @@ class RemoteFileChangeFeedHook(FileChangeFeedHook):
             ) from err
 
     @abstractmethod
-    def download(self, file: ChangeFile, local_path: str) -> None:
-        """Copy ``file`` into ``local_path`` in chunks (never the whole file in memory)."""
+    def download(self, file: ChangeFile, out: BinaryIO) -> None:
+        """Write the listed version of ``file`` into ``out`` in chunks (never the whole file in memory)."""
+
+    def downloads_in_parts(self, file: ChangeFile) -> bool:
+        """Whether ``file`` may download in ranged parts (:meth:`download_range`)."""
+        return False
+
+    def download_range(self, file: ChangeFile, out: BinaryIO, offset: int, length: int) -> None:
+        """Write the ``length`` bytes of the listed version of ``file`` from ``offset`` on into ``out``."""
+        raise NotImplementedError(f"{type(self).__name__} downloads whole files only")
+
+    @contextlib.contextmanager
+    def downloading(self) -> Iterator[None]:
+        """Held while a pull's downloads run: a store builds here what its download threads share, and closes what
+        they opened when it ends."""
+        yield
+
+    def fetch_in_order(self, files: Sequence[ChangeFile]) -> Generator[tuple[ChangeFile, FetchedFile]]:
+        with self.downloading():
+            yield from fetched_in_order(self, files, self.fetch_limits, self.download_dir, unless_gone)
 
     @contextlib.contextmanager
     def fetch(self, file: ChangeFile) -> Iterator[str]:
-        with tempfile.TemporaryDirectory(prefix="cdc-download-", dir=self.download_dir) as folder:
-            # Keep the name: readers (and error messages) go by it.
-            local_path = os.path.join(folder, file.path.rsplit("/", 1)[-1])
-            with unless_gone(self.location(file)):
-                self.download(file, local_path)
-            yield local_path
+        with contextlib.closing(self.fetch_in_order([file])) as fetched:
+            for _, local in fetched:
+                with local as local_path:
+                    yield local_path
 
 
 def join_key(prefix: str, path: str) -> str:

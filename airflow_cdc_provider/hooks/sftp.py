@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 import stat
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from functools import cached_property
-from typing import Any
+from typing import Any, BinaryIO
 
 from airflow.providers.sftp.hooks.sftp import SFTPHook
 from paramiko import SFTPClient
@@ -24,12 +26,18 @@ class SFTPChangeFeedHook(RemoteFileChangeFeedHook):
     SFTP reports last-modified times in whole seconds. Writers should upload under a temporary name
     (``.tmp``, ``.partial``, ``.filepart``, or a leading ``.``) and rename when done: such files are skipped.
 
+    Files download whole, each download thread over an SSH connection of its own (up to ``max_concurrent_fetches``
+    connections at once; servers limit them, OpenSSH's ``MaxStartups`` to 10 unauthenticated ones by default).
+    Not in ranged parts: an SFTP read already keeps many requests in flight on its channel (paramiko's prefetch),
+    so a file is not held back by latency, and parts would share the same connection's bandwidth.
+
     :param path: the remote folder (absolute, or relative to the login folder). Templated.
     :param sftp_conn_id: the Airflow connection of type ``sftp`` (host, port, login, password or private key).
     :param conn_retry_attempts: how many times to try connecting before failing (the SSH hook waits 3-5 s
         between attempts; wrong credentials fail on every attempt).
     :param kwargs: passed to :class:`~airflow_cdc_provider.hooks.remote.RemoteFileChangeFeedHook`
-        (``lookback``, ``file_format``, ``applied_files``, ``archive_folder``, ``download_dir``).
+        (``lookback``, ``file_format``, ``applied_files``, ``archive_folder``, ``bad_files``, ``download_dir``,
+        ``max_concurrent_fetches``, ``max_fetched_bytes``).
     """
 
     conn_name_attr = "sftp_conn_id"
@@ -45,9 +53,13 @@ class SFTPChangeFeedHook(RemoteFileChangeFeedHook):
         self.path = path
         self.sftp_conn_id = sftp_conn_id
         self.conn_retry_attempts = conn_retry_attempts
+        self._download_connections: _ThreadConnections | None = None
 
     @cached_property
     def hook(self) -> SFTPHook:
+        return self._new_hook()
+
+    def _new_hook(self) -> SFTPHook:
         return SFTPHook(ssh_conn_id=self.sftp_conn_id, conn_retry_attempts=self.conn_retry_attempts)
 
     @property
@@ -81,10 +93,21 @@ class SFTPChangeFeedHook(RemoteFileChangeFeedHook):
                     identity=f"{entry.st_size}-{entry.st_mtime}",
                 )
 
-    def download(self, file: ChangeFile, local_path: str) -> None:
-        with self.hook.get_managed_conn() as sftp:
-            # paramiko reads the file in pipelined 32 KiB requests straight into local_path.
-            sftp.get(self._listed(sftp, file), local_path)
+    @contextlib.contextmanager
+    def downloading(self) -> Iterator[None]:
+        self._download_connections = connections = _ThreadConnections(self._new_hook)
+        try:
+            yield
+        finally:
+            self._download_connections = None
+            connections.close()
+
+    def download(self, file: ChangeFile, out: BinaryIO) -> None:
+        if self._download_connections is None:
+            raise RuntimeError("SFTPChangeFeedHook.download runs inside downloading() (fetch or fetch_in_order)")
+        sftp = self._download_connections.connection()
+        # paramiko reads the file in pipelined 32 KiB requests straight into ``out``.
+        sftp.getfo(self._listed(sftp, file), out)
 
     def move(self, file: ChangeFile, path: str) -> None:
         target = posixpath.join(self.path, path)
@@ -107,6 +130,35 @@ class SFTPChangeFeedHook(RemoteFileChangeFeedHook):
                 f"{now.st_size}-{now.st_mtime}); nothing was applied, run again to pick up the new version"
             )
         return remote
+
+
+class _ThreadConnections:
+    """An SFTP connection per download thread (a session serves one thread at a time), all closed at the end.
+
+    :param new_hook: builds an SFTP provider hook on the feed's connection.
+    """
+
+    def __init__(self, new_hook: Callable[[], SFTPHook]) -> None:
+        self._new_hook = new_hook
+        self._local = threading.local()
+        self._opened = contextlib.ExitStack()
+        self._lock = threading.Lock()
+
+    def connection(self) -> SFTPClient:
+        """This thread's connection, opened on first use."""
+        sftp: SFTPClient | None = getattr(self._local, "sftp", None)
+        if sftp is None:
+            managed = self._new_hook().get_managed_conn()
+            sftp = managed.__enter__()  # outside the lock: threads connect at once
+            with self._lock:
+                self._opened.push(managed)
+            self._local.sftp = sftp
+        return sftp
+
+    def close(self) -> None:
+        """Close every connection (the download threads have ended)."""
+        with self._lock:
+            self._opened.close()
 
 
 def _make_folders(sftp: SFTPClient, folder: str) -> None:

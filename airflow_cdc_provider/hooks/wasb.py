@@ -25,7 +25,8 @@ class WasbChangeFeedHook(BlobContainerChangeFeedHook):
         (``""``: the whole container). Templated.
     :param wasb_conn_id: the Airflow connection of type ``wasb``.
     :param kwargs: passed to :class:`~airflow_cdc_provider.hooks.remote.RemoteFileChangeFeedHook`
-        (``lookback``, ``file_format``, ``applied_files``, ``archive_folder``, ``download_dir``).
+        (``lookback``, ``file_format``, ``applied_files``, ``archive_folder``, ``bad_files``, ``download_dir``,
+        ``max_concurrent_fetches``, ``max_fetched_bytes``, ``fetch_part_bytes``).
     """
 
     conn_name_attr = "wasb_conn_id"
