@@ -97,3 +97,13 @@ class PushDownOnlyError(ChangeFeedError, TypeError):
 
 class PushDownOptionError(ChangeFeedError, ValueError):
     """A sync option that push-down does not offer (``sequence_column``) was asked of a push-down sync."""
+
+
+class WarehouseOptionError(ChangeFeedError, ValueError):
+    """A destination option that the warehouse destination does not offer (soft deletes, history, partial updates
+    on Snowflake, BigQuery and Databricks); refused when the destination is built, before anything runs."""
+
+
+class StagingLocationError(ChangeFeedError, ValueError):
+    """A warehouse destination needs a place to stage rows or read files that it was not given (a Databricks
+    volume, a Snowflake stage), or the place it was given does not point where the source's files are."""

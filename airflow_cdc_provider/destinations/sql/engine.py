@@ -67,12 +67,17 @@ class SqlDestination(ShapedDestination):
         """An open connection's dialect, in autocommit; ``stream_id`` ``None``: to read checkpoints only, which
         may yield ``None`` when the database does not exist yet."""
 
+    @property
+    def checkpoint_name(self) -> str:
+        """The checkpoint table's name as the engine is to find it (a warehouse puts it beside the table)."""
+        return self.checkpoint_table
+
     def read_checkpoint(self, stream_id: str) -> Checkpoint | None:
         """Read without taking the stream's lock; ``None`` when the stream does not exist yet."""
         with self.connect(None) as dialect:
-            if dialect is None or dialect.table_schema(self.checkpoint_table) is None:
+            if dialect is None or dialect.table_schema(self.checkpoint_name) is None:
                 return None
-            checkpoints = CheckpointTable(dialect, dialect.table(self.checkpoint_table))
+            checkpoints = CheckpointTable(dialect, dialect.table(self.checkpoint_name))
             rows = dialect.rows(checkpoints.select(), {STREAM_ID: stream_id})
         return json.loads(rows[0][0]) if rows else None
 
@@ -80,8 +85,8 @@ class SqlDestination(ShapedDestination):
     def transaction(self, stream_id: str) -> Iterator[SqlTransaction]:
         with self.connect(stream_id) as dialect:
             assert dialect is not None
-            transaction = SqlTransaction(dialect, self, stream_id)  # a name no quoting can carry fails here
-            namespace, _, _ = self.checkpoint_table.rpartition(".")
+            transaction = self.new_transaction(dialect, stream_id)  # a name no quoting can carry fails here
+            namespace, _, _ = self.checkpoint_name.rpartition(".")
             if namespace:
                 dialect.create_if_absent(f"CREATE SCHEMA IF NOT EXISTS {dialect.table(namespace)}")
             dialect.create_if_absent(self._checkpoints(dialect).create())
@@ -91,8 +96,12 @@ class SqlDestination(ShapedDestination):
             finally:
                 dialect.rollback()  # a no-op after the commit
 
+    def new_transaction(self, dialect: BoundDialect, stream_id: str) -> SqlTransaction:
+        """The run's transaction on ``dialect`` (a destination that also loads files itself extends it)."""
+        return SqlTransaction(dialect, self, stream_id)
+
     def _checkpoints(self, dialect: BoundDialect) -> CheckpointTable:
-        return CheckpointTable(dialect, dialect.table(self.checkpoint_table), primary_key=dialect.primary_keys)
+        return CheckpointTable(dialect, dialect.table(self.checkpoint_name), primary_key=dialect.primary_keys)
 
 
 class SqlTransaction(DestinationTransaction):
@@ -111,7 +120,7 @@ class SqlTransaction(DestinationTransaction):
         self._rebuild = False
 
     def read_checkpoint(self) -> Checkpoint | None:
-        self.dialect.lock(self._stream_id, self._destination.checkpoint_table)
+        self.dialect.lock(self._stream_id, self._destination.checkpoint_name)
         rows = self.dialect.rows(self._checkpoints.select(self.dialect.lock_row()), {STREAM_ID: self._stream_id})
         self._read = rows[0][0] if rows else None
         return json.loads(self._read) if self._read is not None else None
@@ -156,8 +165,9 @@ class SqlTransaction(DestinationTransaction):
             held = [(self._quoted, f"target.{IS_CURRENT}" if shape.history else "true"), (tombstones.quoted, "true")]
             stale = stale_changes(d, held, primary_key, sequence_column, drop=not (shape.soft or shape.history))
         if shape.plain:
-            merge = Merge(d, self._name, shape, primary_key, columns.names, sequence_column)
+            merge = Merge(d, self._name, shape, primary_key, columns.names, sequence_column, self._rebuild)
             merge.net_effect(order_by)
+            d.writes_start()
             stats = merge.apply()
             tombstone_rows = merge.tombstone_rows() if sequence_column else ""
         else:
@@ -176,6 +186,7 @@ class SqlTransaction(DestinationTransaction):
             )
             shaped.build()
             stats = shaped.counts()
+            d.writes_start()
             self._write_shaped(columns.names, primary_key, sequence_column)
             tombstone_rows = shaped.tombstone_rows() if sequence_column else ""
         if tombstones is not None:
@@ -206,6 +217,7 @@ class SqlTransaction(DestinationTransaction):
     def commit(self, checkpoint: Checkpoint) -> None:
         try:
             params = write_params(self._stream_id, checkpoint, self._read)
+            self.dialect.writes_start()
             if not self.dialect.execute(self._checkpoints.write(new_stream=self._read is None), params):
                 raise self._checkpoints.moved(self._stream_id, self._name)
             self.dialect.commit()

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from airflow_cdc_provider.destinations.sql.dialect import BoundDialect
+from airflow_cdc_provider.destinations.sql.dialect import BoundDialect, Dialect
 from airflow_cdc_provider.exceptions import SchemaChangeError
-from airflow_cdc_provider.schema import OnSchemaChange, reconcile
+from airflow_cdc_provider.schema import OnSchemaChange, SchemaChanges, reconcile
 
 
 def column_definitions(dialect: BoundDialect, schema: pa.Schema) -> str:
@@ -45,21 +45,39 @@ def evolve(
     :param incoming: the columns a batch (or a later stage) brings.
     :param origin: what brought them (a file, a table), named in errors.
     """
-    try:
-        incoming = dialect.held(incoming)
-    except SchemaChangeError as err:
-        raise SchemaChangeError(f"{origin}: {err}") from None
-    changes = reconcile(existing, incoming, origin, allow_string=allow_string, on_schema_change=on_schema_change)
+    changes = schema_changes(dialect, existing, incoming, origin, allow_string, on_schema_change)
     types = dialect.column_types(pa.schema(changes.added + changes.widened))
     for field in changes.added:
         dialect.check_name(field.name, f"column {field.name!r} of {origin}")
         dialect.execute(f"ALTER TABLE {table} ADD COLUMN {dialect.quote(field.name)} {types[field.name]}")
-        existing = existing.append(field)
     for field in changes.widened:
-        name, kind = dialect.quote(field.name), types[field.name]
-        dialect.execute(f"ALTER TABLE {table} ALTER COLUMN {name} TYPE {kind} USING CAST({name} AS {kind})")
-        existing = existing.set(existing.get_field_index(field.name), field)
-    return existing
+        dialect.execute(dialect.widen_column(table, dialect.quote(field.name), types[field.name]))
+    return changed(existing, changes)
+
+
+def schema_changes(
+    dialect: Dialect,
+    existing: pa.Schema,
+    incoming: pa.Schema,
+    origin: str,
+    allow_string: bool = False,
+    on_schema_change: OnSchemaChange = "add_columns",
+) -> SchemaChanges:
+    """What :func:`evolve` changes (see there), compared as the engine holds the types."""
+    try:
+        incoming = dialect.held(incoming)
+    except SchemaChangeError as err:
+        raise SchemaChangeError(f"{origin}: {err}") from None
+    return reconcile(existing, incoming, origin, allow_string=allow_string, on_schema_change=on_schema_change)
+
+
+def changed(schema: pa.Schema, changes: SchemaChanges) -> pa.Schema:
+    """``schema`` with ``changes`` applied: the new columns appended, the widened ones retyped."""
+    for field in changes.added:
+        schema = schema.append(field)
+    for field in changes.widened:
+        schema = schema.set(schema.get_field_index(field.name), field)
+    return schema
 
 
 def typed_fields(schema: pa.Schema) -> list[pa.Field]:

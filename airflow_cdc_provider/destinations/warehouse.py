@@ -1,0 +1,94 @@
+"""The warehouse destinations' two paths, in one class per engine (Snowflake, BigQuery, Databricks).
+
+* **Push-down** (:mod:`.pushdown`): a table source of the same engine hands over its change query, and the
+  engine runs the whole sync as one ``MERGE``. The pipeline picks it (``pipeline.can_push_down``).
+* **The merge engine** (:mod:`.sql.engine`), for every other source, on the engine's bound dialect: the changes
+  are staged in a temporary table — bulk-loaded from the worker, or loaded by the warehouse itself straight from
+  object storage (:mod:`.file_loads`) — then the engine's net effect, stale filter, merge, tombstones and checkpoint
+  compare-and-set run there, the writes in one transaction where the engine has one (see :mod:`.sql.warehouse`).
+
+Both keep the stream's checkpoint in one table, beside the target unless ``checkpoint_table`` is qualified.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from airflow_cdc_provider.destinations.base import ApplyStats
+from airflow_cdc_provider.destinations.pushdown import PushDownTableDestination
+from airflow_cdc_provider.destinations.sql.checkpoints import STREAM_ID
+from airflow_cdc_provider.destinations.sql.dialect import BoundDialect
+from airflow_cdc_provider.destinations.sql.engine import SqlDestination, SqlTransaction
+from airflow_cdc_provider.exceptions import ConcurrentSyncError, WarehouseOptionError
+
+
+class WarehouseDestination(PushDownTableDestination, SqlDestination):
+    """A warehouse table kept in sync: by push-down from a table of its own engine, else by the merge engine.
+
+    :param table: the table. Templated.
+    :param checkpoint_table: where stream checkpoints are kept, beside the table unless qualified.
+    :param options: ``on_schema_change``, ``allow_string`` and ``tombstone_retention`` (with a ``sequence_column``):
+        see :class:`~airflow_cdc_provider.destinations.base.ShapedDestination`. Soft deletes, history and partial
+        updates are not offered here: :class:`~airflow_cdc_provider.exceptions.WarehouseOptionError`.
+    """
+
+    # Push-down's read creates the checkpoint table if missing: the one table both paths (and sensors) read.
+    read_checkpoint = PushDownTableDestination.read_checkpoint
+    transaction = SqlDestination.transaction
+
+    def __init__(self, table: str, *, checkpoint_table: str, **options: Any) -> None:
+        SqlDestination.__init__(self, table, checkpoint_table=checkpoint_table, **options)
+        refused = {
+            "delete_mode": self.shape.delete_mode != "hard",
+            "history": self.shape.history,
+            "ignore_null_updates": bool(self.shape.ignore_null_updates),
+        }
+        for option, asked in refused.items():
+            if asked:
+                raise WarehouseOptionError(
+                    f"{type(self).__name__}({table!r}): {option}={options[option]!r} is not offered on "
+                    f"{self.engine_name}: it applies hard deletes (with sequence_column, its tombstones). For soft "
+                    "deletes, history and partial updates sync into DuckDBDestination, PostgresDestination or "
+                    "DeltaDestination"
+                )
+
+    def new_transaction(self, dialect: BoundDialect, stream_id: str) -> SqlTransaction:
+        return WarehouseTransaction(dialect, self, stream_id)
+
+
+class WarehouseTransaction(SqlTransaction):
+    """The merge engine's transaction on a warehouse: a full refresh whose upsert is a ``MERGE`` (BigQuery,
+    Databricks) is that ``MERGE``, and an engine without transactions (Databricks) checks, just before it writes,
+    that no other run moved the checkpoint since this one read it (as push-down does)."""
+
+    def __init__(self, dialect: BoundDialect, destination: SqlDestination, stream_id: str) -> None:
+        super().__init__(dialect, destination, stream_id)
+        self._refreshing = False
+
+    def clear(self) -> None:
+        super().clear()
+        self._refreshing = True
+
+    def apply(
+        self, primary_key: Sequence[str], order_by: Sequence[str], *, sequence_column: str | None = None
+    ) -> ApplyStats:
+        d = self.dialect
+        if not getattr(d, "transactions", True):
+            self._check_unmoved()
+        if self._stage.schema is not None or not (self._refreshing and d.upsert_style == "merge"):
+            return super().apply(primary_key, order_by, sequence_column=sequence_column)
+        # A full refresh that read nothing: the table is emptied (its MERGE would have done it).
+        if d.table_schema(self._name) is None:
+            return ApplyStats()
+        d.writes_start()
+        return ApplyStats(rows_deleted=d.execute(f"DELETE FROM {self._quoted} WHERE TRUE"))
+
+    def _check_unmoved(self) -> None:
+        rows = self.dialect.rows(self._checkpoints.select(), {STREAM_ID: self._stream_id})
+        if (rows[0][0] if rows else None) != self._read:
+            raise ConcurrentSyncError(
+                f"stream {self._stream_id!r}: another run moved the checkpoint of {self._name} since this run read "
+                f"it ({json.loads(rows[0][0]) if rows else None}); this run applied nothing"
+            )
