@@ -59,13 +59,15 @@ class WarehouseDestination(PushDownTableDestination, SqlDestination):
 
 
 class WarehouseTransaction(SqlTransaction):
-    """The merge engine's transaction on a warehouse: a full refresh whose upsert is a ``MERGE`` (BigQuery,
-    Databricks) is that ``MERGE``, and an engine without transactions (Databricks) checks, just before it writes,
-    that no other run moved the checkpoint since this one read it (as push-down does)."""
+    """The merge engine's transaction on a warehouse. An engine without transactions (Databricks) checks, just
+    before it writes, that no other run moved the checkpoint since this one read it (as push-down does), and runs a
+    full refresh as one ``MERGE`` that also deletes the keys the full read lacks; its counts are then given as a
+    rebuild's (every row inserted), as on the engines that empty the table first."""
 
     def __init__(self, dialect: BoundDialect, destination: SqlDestination, stream_id: str) -> None:
         super().__init__(dialect, destination, stream_id)
         self._refreshing = False
+        self._transactional: bool = getattr(dialect, "transactions", True)
 
     def clear(self) -> None:
         super().clear()
@@ -74,16 +76,20 @@ class WarehouseTransaction(SqlTransaction):
     def apply(
         self, primary_key: Sequence[str], order_by: Sequence[str], *, sequence_column: str | None = None
     ) -> ApplyStats:
-        d = self.dialect
-        if not getattr(d, "transactions", True):
-            self._check_unmoved()
-        if self._stage.schema is not None or not (self._refreshing and d.upsert_style == "merge"):
+        if self._transactional:
             return super().apply(primary_key, order_by, sequence_column=sequence_column)
-        # A full refresh that read nothing: the table is emptied (its MERGE would have done it).
-        if d.table_schema(self._name) is None:
+        self._check_unmoved()
+        if not self._refreshing:
+            return super().apply(primary_key, order_by, sequence_column=sequence_column)
+        if self._stage.schema is None:  # a full refresh that read nothing: the table is emptied
+            if self.dialect.table_schema(self._name) is not None:
+                self.dialect.writes_start()
+                self.dialect.execute(f"DELETE FROM {self._quoted} WHERE TRUE")
             return ApplyStats()
-        d.writes_start()
-        return ApplyStats(rows_deleted=d.execute(f"DELETE FROM {self._quoted} WHERE TRUE"))
+        stats = super().apply(primary_key, order_by, sequence_column=sequence_column)
+        return ApplyStats(
+            rows_inserted=stats.rows_inserted + stats.rows_updated, rows_skipped_stale=stats.rows_skipped_stale
+        )
 
     def _check_unmoved(self) -> None:
         rows = self.dialect.rows(self._checkpoints.select(), {STREAM_ID: self._stream_id})

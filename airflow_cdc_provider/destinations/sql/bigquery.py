@@ -129,11 +129,12 @@ class BigQueryWarehouseDialect(WarehouseDialect, BigQueryDialect):
         return pa.schema([pa.field(field.name, _read(field)) for field in table.schema])
 
     def bulk_load(self, table: str, reader: pa.RecordBatchReader, target: pa.Schema) -> int:
-        from google.cloud.bigquery import LoadJobConfig, SchemaField, Table
+        from google.cloud.bigquery import LoadJobConfig, SchemaField, Table, TableReference
 
-        landing = f"{self.dataset}._cdc_load_{uuid.uuid4().hex}"
+        landing_name = f"{self.dataset}._cdc_load_{uuid.uuid4().hex}"
+        landing = TableReference.from_string(landing_name, default_project=self.client.project)
         types = self.column_types(target)
-        created = Table(landing, schema=[_schema_field(SchemaField, name, types[name]) for name in target.names])
+        created = Table(landing, schema=[_schema_field(SchemaField, column, types[column]) for column in target.names])
         created.expires = datetime.now(timezone.utc) + LANDING_EXPIRY
         self.client.create_table(created)
         try:
@@ -144,7 +145,7 @@ class BigQueryWarehouseDialect(WarehouseDialect, BigQueryDialect):
                         job = self.client.load_table_from_file(data, landing, job_config=config, location=self.location)
                         job.result()
             names = ", ".join(self.quote(name) for name in target.names)
-            return self.send(f"INSERT INTO {table} ({names}) SELECT {names} FROM {self.table(landing)}")
+            return self.send(f"INSERT INTO {table} ({names}) SELECT {names} FROM {self.table(landing_name)}")
         finally:
             self.client.delete_table(landing, not_found_ok=True)
 

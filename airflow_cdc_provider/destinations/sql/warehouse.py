@@ -82,8 +82,9 @@ class WarehouseDialect(BoundDialect):
         self._open = self._wanted = False
 
     def empty_table(self, table: str) -> None:
-        # Emptied in the transaction, as its first write; a MERGE upsert deletes what the full read lacks itself.
-        if self.upsert_style != "merge":
+        # Emptied as the transaction's first write. Without a transaction (Databricks) the full refresh is the run's
+        # one MERGE, which also deletes the keys the full read lacks (the engine's ``Merge.delete_missing``).
+        if self.transactions:
             self._empty = table
 
     def cannot_widen(self, column: str, kind: str, remedy: str = "") -> SchemaChangeError:
