@@ -42,16 +42,21 @@ class Crash(Exception):
 
 @dataclass
 class Recorder:
-    """Every statement a warehouse was sent (with its parameters), and an optional crash point."""
+    """Every statement a warehouse was sent (with its parameters), and an optional crash point: from statement
+    ``crash_at`` on (counted in ``sent``), every statement raises :class:`Crash`, as from a worker that is gone,
+    until :meth:`revive`."""
 
     sent: list[tuple[str, Any]] = field(default_factory=list)
     crash_at: int | None = None
 
     def record(self, sql: str, params: Any = None) -> None:
         if self.crash_at is not None and len(self.sent) >= self.crash_at:
-            self.crash_at = None
             raise Crash(f"killed before statement {len(self.sent)}: {sql[:60]}")
         self.sent.append((sql, params))
+
+    def revive(self) -> None:
+        """The worker is gone: its sessions end (an open transaction rolls back); the next one runs normally."""
+        self.crash_at = None
 
     @property
     def statements(self) -> list[str]:
@@ -117,9 +122,18 @@ class DuckWarehouse(Recorder):
         self.vendor = vendor
         self.db = duckdb.connect()
         self.volumes = Path(tempfile.mkdtemp(prefix="cdc-fake-volumes-"))
+        self.sessions: list[duckdb.DuckDBPyConnection] = []
 
     def session(self) -> duckdb.DuckDBPyConnection:
-        return self.db.cursor()
+        con = self.db.cursor()
+        self.sessions.append(con)
+        return con
+
+    def revive(self) -> None:
+        super().revive()
+        for con in self.sessions:
+            con.close()
+        self.sessions.clear()
 
     def run(self, con: duckdb.DuckDBPyConnection, sql: str, params: Any) -> tuple[pa.Table, list[tuple[Any, ...]], str]:
         """Run one statement of the vendor on the session ``con``: (result, its rows, kind of statement)."""
@@ -209,7 +223,7 @@ class FakeDatabricksCursor:
         self._rows = rows
 
     def _files(self, sql: str) -> None:
-        """``PUT '<local>' INTO '/Volumes/…' OVERWRITE`` and ``REMOVE '/Volumes/…'`` on a folder standing for volumes."""
+        """``PUT '<local>' INTO '/Volumes/…' OVERWRITE`` and ``REMOVE '/Volumes/…'``, on a folder for the volumes."""
         paths = re.findall(r"'([^']+)'", sql)
         if sql.startswith("PUT "):
             target = self.connection.warehouse.volume_path(paths[1])
@@ -273,8 +287,9 @@ class FakeBigQueryClient:
         job = _job(result.column_names, rows, session_id)
         if kind == "MERGE":
             counts = merge_counts(rows)
+            inserted, updated, deleted = counts["INSERT"], counts["UPDATE"], counts["DELETE"]
             job.dml_stats = SimpleNamespace(
-                inserted_row_count=counts["INSERT"], updated_row_count=counts["UPDATE"], deleted_row_count=counts["DELETE"]
+                inserted_row_count=inserted, updated_row_count=updated, deleted_row_count=deleted
             )
             job.num_dml_affected_rows = len(rows)
         elif kind in ("INSERT", "UPDATE", "DELETE"):
@@ -353,4 +368,3 @@ def _duck_type(schema_field: Any) -> str:
     if schema_field.field_type == "NUMERIC":
         return f"DECIMAL({schema_field.precision}, {schema_field.scale})"
     return _DUCK_TYPES.get(schema_field.field_type, schema_field.field_type)
-
