@@ -62,6 +62,10 @@ class BigQueryDestination(WarehouseDestination):
     :param gcp_conn_id: the Airflow connection to Google Cloud.
     :param location: the BigQuery location of the datasets, when not the connection's default.
     :param checkpoint_table: where stream checkpoints are kept, in the target's dataset unless qualified.
+    :param load_from_storage: change files of a Cloud Storage source (``GCSChangeFeedHook``), Parquet or JSON Lines,
+        are loaded by BigQuery itself (a query of a temporary external table over their ``gs://`` URIs), no row
+        through the worker; the connection's principal needs ``storage.objects.get`` on the bucket. ``False``: every
+        source's rows go through the worker.
     :param options: ``on_schema_change``, ``allow_string``, ``tombstone_retention``: see
         :class:`~airflow_cdc_provider.destinations.warehouse.WarehouseDestination`.
     """
@@ -81,16 +85,19 @@ class BigQueryDestination(WarehouseDestination):
         *,
         location: str | None = None,
         checkpoint_table: str = "_cdc_checkpoints",
+        load_from_storage: bool = True,
         **options: Unpack[TableOptions],
     ) -> None:
         super().__init__(table, checkpoint_table=checkpoint_table, **options)
         self.gcp_conn_id = gcp_conn_id
         self.location = location
+        self.load_from_storage = load_from_storage
 
     @contextlib.contextmanager
     def connect(self, stream_id: str | None) -> Iterator[BigQueryWarehouseDialect]:
         client = self.provider_hook.get_client(location=self.location)
-        dialect = BigQueryWarehouseDialect(client, self.table.rpartition(".")[0], self.location)
+        dataset = self.table.rpartition(".")[0]
+        dialect = BigQueryWarehouseDialect(client, dataset, self.location, load_from_storage=self.load_from_storage)
         try:
             yield dialect
         finally:

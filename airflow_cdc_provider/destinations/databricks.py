@@ -67,6 +67,11 @@ class DatabricksDestination(WarehouseDestination):
     :param checkpoint_table: where stream checkpoints are kept, in the target's schema unless qualified.
     :param staging_volume: ``/Volumes/<catalog>/<schema>/<volume>``: a Unity Catalog volume the connection may
         write, where rows read by the worker are uploaded to be loaded (and removed after). Templated.
+    :param load_from_storage: change files of an S3, GCS or Azure source, Parquet or JSON Lines, are loaded by
+        Databricks itself (``COPY INTO … FILES = (…)`` from their cloud path), no row through the worker; the
+        connection needs ``READ FILES`` on an external location over the source's folder, and ``CREATE TABLE`` in the
+        table's schema (the files land in a table there for a moment). ``False``: every source's rows go through the
+        worker.
     :param options: ``on_schema_change``, ``allow_string``, ``tombstone_retention``: see
         :class:`~airflow_cdc_provider.destinations.warehouse.WarehouseDestination`.
     """
@@ -89,6 +94,7 @@ class DatabricksDestination(WarehouseDestination):
         sql_endpoint_name: str | None = None,
         checkpoint_table: str = "_cdc_checkpoints",
         staging_volume: str | None = None,
+        load_from_storage: bool = True,
         **options: Unpack[TableOptions],
     ) -> None:
         super().__init__(table, checkpoint_table=checkpoint_table, **options)
@@ -96,6 +102,7 @@ class DatabricksDestination(WarehouseDestination):
         self.http_path = http_path
         self.sql_endpoint_name = sql_endpoint_name
         self.staging_volume = staging_volume
+        self.load_from_storage = load_from_storage
 
     def provider_hook_kwargs(self) -> dict[str, Any]:
         # The connector uploads to a volume only files under staging_allowed_local_path.
@@ -108,7 +115,13 @@ class DatabricksDestination(WarehouseDestination):
     @contextlib.contextmanager
     def connect(self, stream_id: str | None) -> Iterator[DatabricksWarehouseDialect]:
         with closing_connection(self.provider_hook) as conn:
-            yield DatabricksWarehouseDialect(conn, self.staging_volume, tempfile.gettempdir())
+            yield DatabricksWarehouseDialect(
+                conn,
+                self.staging_volume,
+                tempfile.gettempdir(),
+                landing_schema=self.table.rpartition(".")[0],
+                load_from_storage=self.load_from_storage,
+            )
 
     @contextlib.contextmanager
     def session(self) -> Iterator[WarehouseSession]:

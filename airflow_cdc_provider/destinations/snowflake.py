@@ -61,6 +61,11 @@ class SnowflakeDestination(WarehouseDestination):
         stores them; a part in double quotes kept exactly). Templated.
     :param snowflake_conn_id: the Airflow connection to Snowflake.
     :param checkpoint_table: where stream checkpoints are kept, in the target's schema unless qualified.
+    :param stage: an external stage over the source's folder, with a path when the stage points above it
+        (``"@RAW.LANDING.ORDERS_STAGE"`` or ``"@RAW.LANDING.BUCKET_STAGE/orders/"``): change files of S3, GCS or Azure
+        sources are then loaded by Snowflake itself (``COPY INTO … FILES = (…)``), no row through the worker. The
+        connection's role needs ``USAGE`` on the stage (and its file format and storage integration). ``None``
+        (default): every source's rows go through the worker. Templated.
     :param options: ``on_schema_change``, ``allow_string``, ``tombstone_retention``: see
         :class:`~airflow_cdc_provider.destinations.warehouse.WarehouseDestination`.
     """
@@ -76,7 +81,7 @@ class SnowflakeDestination(WarehouseDestination):
         "number of rows updated",
         "number of rows deleted",
     )
-    template_fields = ("table", "snowflake_conn_id")
+    template_fields = ("table", "snowflake_conn_id", "stage")
 
     def __init__(
         self,
@@ -84,10 +89,14 @@ class SnowflakeDestination(WarehouseDestination):
         snowflake_conn_id: str = "snowflake_default",
         *,
         checkpoint_table: str = "_CDC_CHECKPOINTS",
+        stage: str | None = None,
         **options: Unpack[TableOptions],
     ) -> None:
         super().__init__(table, checkpoint_table=checkpoint_table, **options)
+        if stage is not None and not stage.startswith("@"):
+            raise ValueError(f"stage must name a Snowflake stage as '@DB.SCHEMA.STAGE[/path/]', not {stage!r}")
         self.snowflake_conn_id = snowflake_conn_id
+        self.stage = stage
 
     @contextlib.contextmanager
     def connect(self, stream_id: str | None) -> Iterator[SnowflakeWarehouseDialect]:
@@ -95,7 +104,7 @@ class SnowflakeDestination(WarehouseDestination):
         try:
             if hasattr(conn, "autocommit"):
                 conn.autocommit(True)  # statements commit alone; the run's writes in its explicit transaction
-            yield SnowflakeWarehouseDialect(conn)
+            yield SnowflakeWarehouseDialect(conn, self.stage)
         finally:
             with contextlib.suppress(Exception):
                 conn.close()  # Snowflake rolls back a transaction left open by its session

@@ -13,15 +13,22 @@ Both keep the stream's checkpoint in one table, beside the target unless ``check
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
+from airflow_cdc_provider.change_files import ChangeFileListing
 from airflow_cdc_provider.destinations.base import ApplyStats
 from airflow_cdc_provider.destinations.pushdown import PushDownTableDestination
 from airflow_cdc_provider.destinations.sql.checkpoints import STREAM_ID
 from airflow_cdc_provider.destinations.sql.dialect import BoundDialect
 from airflow_cdc_provider.destinations.sql.engine import SqlDestination, SqlTransaction
+from airflow_cdc_provider.destinations.sql.file_load import FileLoad
+from airflow_cdc_provider.destinations.sql.stage import STAGE
+from airflow_cdc_provider.destinations.sql.warehouse import WarehouseDialect
 from airflow_cdc_provider.exceptions import ConcurrentSyncError, WarehouseOptionError
+
+log = logging.getLogger(__name__)
 
 
 class WarehouseDestination(PushDownTableDestination, SqlDestination):
@@ -90,6 +97,29 @@ class WarehouseTransaction(SqlTransaction):
         return ApplyStats(
             rows_inserted=stats.rows_inserted + stats.rows_updated, rows_skipped_stale=stats.rows_skipped_stale
         )
+
+    def load_files(
+        self, listing: ChangeFileListing, primary_key: Sequence[str], sequence_column: str | None
+    ) -> int | None:
+        """Stage the listing's files by the warehouse itself (:mod:`.sql.file_load`); ``None`` when it does not
+        load them (the run reads them through the worker)."""
+        d = self.dialect
+        assert isinstance(d, WarehouseDialect)
+        refusal = d.file_load_refusal(listing)
+        if refusal is not None:
+            log.info("%s: the files are read through the worker: %s", self._name, refusal)
+            return None
+        rows = FileLoad(d, listing, primary_key, sequence_column).stage()
+        if rows is None:
+            log.info(
+                "%s: a file holds two changes of one key, whose order %s cannot tell: the files are read through "
+                "the worker",
+                self._name,
+                d.name,
+            )
+            return None
+        self._stage.schema = d.held(d.query_schema(f"SELECT * FROM {STAGE}"))
+        return rows
 
     def _check_unmoved(self) -> None:
         rows = self.dialect.rows(self._checkpoints.select(), {STREAM_ID: self._stream_id})

@@ -22,7 +22,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from airflow_cdc_provider.change_files import ChangeFileListing
 from airflow_cdc_provider.destinations.sql.dialect import Params
+from airflow_cdc_provider.destinations.sql.file_load import FILE, RAW, load_refusal
 from airflow_cdc_provider.destinations.sql.warehouse import (
     WarehouseDialect,
     no_column_type,
@@ -33,6 +35,8 @@ from airflow_cdc_provider.destinations.sql.warehouse import (
 from airflow_cdc_provider.destinations.sql.warehouses import BigQueryDialect
 
 LANDING_EXPIRY = timedelta(days=1)
+_EXTERNAL = "_cdc_external"
+_BY_POSITION = ": BigQuery matches a CSV file's columns by their position, not by its header"
 # The column type for each kind of Arrow values, and the Arrow type it reads back as.
 _TYPES: dict[str, tuple[str, pa.DataType]] = {
     "bool": ("BOOL", pa.bool_()),
@@ -67,15 +71,19 @@ class BigQueryWarehouseDialect(WarehouseDialect, BigQueryDialect):
     :param client: a ``google.cloud.bigquery.Client``.
     :param dataset: ``project.dataset`` (or ``dataset``) where the bulk load lands, the target's.
     :param location: the datasets' location, when not the client's default.
+    :param load_from_storage: load change files on Cloud Storage itself (see :mod:`.file_load`).
     """
 
     upsert_style = "merge"
     begin_sql, commit_sql, rollback_sql = "BEGIN TRANSACTION", "COMMIT TRANSACTION", "ROLLBACK TRANSACTION"
     max_identifier_bytes = 300
 
-    def __init__(self, client: Any, dataset: str, location: str | None = None) -> None:
+    def __init__(
+        self, client: Any, dataset: str, location: str | None = None, *, load_from_storage: bool = True
+    ) -> None:
         super().__init__()
         self.client, self.dataset, self.location = client, dataset, location
+        self.load_from_storage = load_from_storage
         self.session_id: str | None = None
 
     def column_type(self, field: pa.Field) -> str:
@@ -92,12 +100,13 @@ class BigQueryWarehouseDialect(WarehouseDialect, BigQueryDialect):
     def seconds_ago(self, seconds: str) -> str:
         return f"TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL CAST({seconds} * 1000000 AS INT64) MICROSECOND)"
 
-    def query(self, sql: str, params: Params | None = None) -> Any:
+    def query(self, sql: str, params: Params | None = None, **config_options: Any) -> Any:
         """Run ``sql`` as a query job of the session (creating it on the first); return the finished job."""
         from google.cloud.bigquery import ConnectionProperty, QueryJobConfig, ScalarQueryParameter
 
         config = QueryJobConfig(
-            query_parameters=[ScalarQueryParameter(n, typed_param(v), v) for n, v in (params or {}).items()]
+            query_parameters=[ScalarQueryParameter(n, typed_param(v), v) for n, v in (params or {}).items()],
+            **config_options,
         )
         if self.session_id is None:
             config.create_session = True
@@ -148,6 +157,33 @@ class BigQueryWarehouseDialect(WarehouseDialect, BigQueryDialect):
             return self.send(f"INSERT INTO {table} ({names}) SELECT {names} FROM {self.table(landing_name)}")
         finally:
             self.client.delete_table(landing, not_found_ok=True)
+
+    # -- files loaded by BigQuery from Cloud Storage ---------------------------------------------------------------
+
+    def file_load_refusal(self, listing: ChangeFileListing) -> str | None:
+        if not self.load_from_storage:
+            return "load_from_storage=False"
+        return load_refusal(listing, self.name, clouds=("gcs",), formats=("parquet", "jsonl"), why=_BY_POSITION)
+
+    def load_raw(self, listing: ChangeFileListing) -> None:
+        # A temporary external table over the files' URIs, not a load job: only a query of an external table gives
+        # each row its file (_FILE_NAME, "Query Cloud Storage data in external tables"). BigQuery numbers no rows.
+        from google.cloud.bigquery import ExternalConfig
+
+        [(fmt, gzipped)] = listing.formats
+        external = ExternalConfig("PARQUET" if fmt == "parquet" else "NEWLINE_DELIMITED_JSON")
+        external.source_uris = [listing.uri(file) for file in listing.files]
+        external.autodetect = True
+        if gzipped:
+            external.compression = "GZIP"
+        self.query(
+            f"CREATE TEMP TABLE {RAW} AS SELECT *, _FILE_NAME AS {FILE} FROM {_EXTERNAL}",
+            table_definitions={_EXTERNAL: external},
+        )
+
+    def query_schema(self, sql: str) -> pa.Schema:
+        result = self.query(f"SELECT * FROM ({sql}) LIMIT 0").result()
+        return pa.schema([pa.field(field.name, _read(field)) for field in result.schema])
 
     def close(self) -> None:
         """End the session (its temporary tables go, an open transaction rolls back)."""

@@ -20,12 +20,16 @@ import os
 import re
 import uuid
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import pyarrow as pa
 
+from airflow_cdc_provider.change_files import ChangeFileListing, StoredChangeFile
 from airflow_cdc_provider.destinations.sql.dialect import Params
+from airflow_cdc_provider.destinations.sql.file_load import FILE, RAW, load_refusal
 from airflow_cdc_provider.destinations.sql.warehouse import (
     WarehouseDialect,
+    cloud_location,
     no_column_type,
     spooled_parquet,
     type_family,
@@ -34,6 +38,8 @@ from airflow_cdc_provider.destinations.sql.warehouses import DatabricksDialect
 from airflow_cdc_provider.exceptions import StagingLocationError
 
 _NOT_FOUND = "TABLE_OR_VIEW_NOT_FOUND"  # Databricks' error class for a missing table
+_COPY_FILES = 1000  # COPY INTO's limit of FILES = (...)
+_BY_POSITION = ": Databricks matches the columns of CSV files after the first by position, not by their header"
 _VOLUME = re.compile(r"^/Volumes/[^/'\\]+/[^/'\\]+/[^/'\\]+(/[^'\\]*)?$")
 # The column type for each kind of Arrow values, and the Arrow type it reads back as.
 _TYPES: dict[str, tuple[str, pa.DataType]] = {
@@ -56,16 +62,28 @@ class DatabricksWarehouseDialect(WarehouseDialect, DatabricksDialect):
         through the worker are refused (files loaded from storage need none).
     :param local_folder: where the Parquet files are written before the upload (the connection's
         ``staging_allowed_local_path``).
+    :param landing_schema: ``catalog.schema`` where files loaded from storage land for a moment (the table's).
+    :param load_from_storage: load change files on S3, GCS or Azure itself (see :mod:`.file_load`).
     """
 
     upsert_style = "merge"
     transactions: ClassVar[bool] = False
     max_identifier_bytes = 255
 
-    def __init__(self, conn: Any, volume: str | None = None, local_folder: str | None = None) -> None:
+    def __init__(
+        self,
+        conn: Any,
+        volume: str | None = None,
+        local_folder: str | None = None,
+        *,
+        landing_schema: str = "",
+        load_from_storage: bool = True,
+    ) -> None:
         super().__init__()
         self.conn, self.cursor = conn, conn.cursor()
         self.volume, self.local_folder = volume, local_folder
+        self.landing_schema = f"{landing_schema}." if landing_schema else ""
+        self.load_from_storage = load_from_storage
 
     def column_type(self, field: pa.Field) -> str:
         return _databricks_type(field)[0]
@@ -109,6 +127,44 @@ class DatabricksWarehouseDialect(WarehouseDialect, DatabricksDialect):
         schema = self.cursor.fetchall_arrow().schema
         return pa.schema([pa.field(field.name, _utc(field.type)) for field in schema])
 
+    # -- files loaded by Databricks from their cloud paths ----------------------------------------------------------
+
+    def file_load_refusal(self, listing: ChangeFileListing) -> str | None:
+        if not self.load_from_storage:
+            return "load_from_storage=False"
+        formats = ("parquet", "jsonl")
+        return load_refusal(listing, self.name, clouds=("s3", "gcs", "azure"), formats=formats, why=_BY_POSITION)
+
+    def load_raw(self, listing: ChangeFileListing) -> None:
+        # COPY INTO a landing Delta table (it takes no temporary table), each row with its file's path
+        # (_metadata.file_path, "File metadata column"); Databricks numbers no rows. Then into the session.
+        [(fmt, _)] = listing.formats
+        location, landing = (
+            storage_path(listing.root),
+            self.table(f"{self.landing_schema}_cdc_files_{uuid.uuid4().hex}"),
+        )
+        self.send(f"CREATE TABLE {landing}")
+        try:
+            for start in range(0, len(listing.files), _COPY_FILES):
+                names = ", ".join(f"'{file.path}'" for file in listing.files[start : start + _COPY_FILES])
+                self.send(
+                    f"COPY INTO {landing} FROM (SELECT *, _metadata.file_path AS {FILE} FROM '{location}') "
+                    f"FILEFORMAT = {'PARQUET' if fmt == 'parquet' else 'JSON'} FILES = ({names}) "
+                    "FORMAT_OPTIONS ('mergeSchema' = 'true') COPY_OPTIONS ('mergeSchema' = 'true', 'force' = 'true')"
+                )
+            self.send(f"CREATE TEMP TABLE {RAW} AS SELECT * FROM {landing}")
+        finally:
+            self.send(f"DROP TABLE IF EXISTS {landing}")
+
+    def loaded_names(self, listing: ChangeFileListing, file: StoredChangeFile) -> list[str]:
+        # _metadata.file_path: the file's URI as read, percent-encoded where its name needs it.
+        path = f"{storage_path(listing.root)}/{file.path}"
+        return list(dict.fromkeys([path, quote(path, safe=":/@")]))
+
+    def query_schema(self, sql: str) -> pa.Schema:
+        self.cursor.execute(f"SELECT * FROM ({sql}) LIMIT 0")
+        return pa.schema([pa.field(field.name, _utc(field.type)) for field in self.cursor.fetchall_arrow().schema])
+
     def bulk_load(self, table: str, reader: pa.RecordBatchReader, target: pa.Schema) -> int:
         if self.volume is None or not _VOLUME.match(self.volume):
             raise StagingLocationError(
@@ -129,6 +185,17 @@ class DatabricksWarehouseDialect(WarehouseDialect, DatabricksDialect):
                 for into in uploaded:
                     with contextlib.suppress(Exception):  # an upload that never happened, or a volume gone
                         self.cursor.execute(f"REMOVE '{into}'")
+
+
+def storage_path(root: str) -> str:
+    """A source's root as Databricks reads it: ``s3://…`` and ``gs://…`` as they are, Azure Blob Storage as
+    ``abfss://container@account.dfs.core.windows.net/…``."""
+    location = cloud_location(root)
+    if location is None or location[0] != "azure":
+        return root
+    _, bucket, path = location
+    account, container = bucket.split("/")
+    return f"abfss://{container}@{account}.dfs.core.windows.net/{path}".rstrip("/")
 
 
 def _databricks_type(field: pa.Field) -> tuple[str, pa.DataType]:

@@ -14,23 +14,42 @@ as Snowflake resolves them unquoted (``_CDC_DELETED_AT`` in the table). The user
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pyarrow as pa
 
+from airflow_cdc_provider.change_files import ChangeFileListing, StoredChangeFile
 from airflow_cdc_provider.changes import RESERVED_COLUMNS, SYSTEM_COLUMNS
 from airflow_cdc_provider.destinations.sql.dialect import Params
+from airflow_cdc_provider.destinations.sql.file_load import FILE, RAW, ROW, load_refusal
 from airflow_cdc_provider.destinations.sql.warehouse import (
     SPOOL_ROWS,
     WarehouseDialect,
+    cloud_location,
     no_column_type,
     type_family,
 )
 from airflow_cdc_provider.destinations.sql.warehouses import SnowflakeDialect
+from airflow_cdc_provider.exceptions import StagingLocationError
 from airflow_cdc_provider.sql import quote_identifier, snowflake_name_parts
 
 # The engine's own column names, stored upper-cased (as Snowflake resolves them unquoted).
-_FOLDED = {name.upper(): name for name in (*RESERVED_COLUMNS, *SYSTEM_COLUMNS)}
+_FOLDED = {name.upper(): name for name in (*RESERVED_COLUMNS, *SYSTEM_COLUMNS, FILE, ROW)}
+_FORMAT = "_cdc_format"
+_COPY_FILES = 1000  # COPY INTO's and INFER_SCHEMA's limit of FILES = (...)
+# How each format of change file is read: as the worker reads it (a CSV header names the columns; an empty field is
+# null; gzip detected from the name).
+_FILE_FORMATS = {
+    "csv": "TYPE = CSV PARSE_HEADER = TRUE FIELD_OPTIONALLY_ENCLOSED_BY = '\"' EMPTY_FIELD_AS_NULL = TRUE "
+    "COMPRESSION = AUTO",
+    "parquet": "TYPE = PARQUET",
+    "jsonl": "TYPE = JSON COMPRESSION = AUTO",
+}
+# The connector's names of result column types (cursor.description) -> INFORMATION_SCHEMA's.
+_DESCRIBED = {"FIXED": "NUMBER", "REAL": "FLOAT", "TEXT": "TEXT", "BOOLEAN": "BOOLEAN", "DATE": "DATE"}
+_DESCRIBED |= {"TIMESTAMP_NTZ": "TIMESTAMP_NTZ", "TIMESTAMP_TZ": "TIMESTAMP_TZ", "TIMESTAMP_LTZ": "TIMESTAMP_LTZ"}
+_DESCRIBED |= {"BINARY": "BINARY", "TIME": "TIME"}
 # The column type for each kind of Arrow values, and the Arrow type it reads back as.
 _TYPES: dict[str, tuple[str, pa.DataType]] = {
     "bool": ("BOOLEAN", pa.bool_()),
@@ -63,9 +82,11 @@ class SnowflakeWarehouseDialect(WarehouseDialect, SnowflakeDialect):
     max_identifier_bytes = 255
     text_type = "VARCHAR"
 
-    def __init__(self, conn: Any) -> None:
+    row_numbers = True  # METADATA$FILE_ROW_NUMBER
+
+    def __init__(self, conn: Any, stage: str | None = None) -> None:
         super().__init__()
-        self.conn = conn
+        self.conn, self.stage = conn, stage
         self.cursor = conn.cursor()
 
     def quote(self, name: str) -> str:
@@ -128,6 +149,69 @@ class SnowflakeWarehouseDialect(WarehouseDialect, SnowflakeDialect):
     def is_conflict(self, error: BaseException) -> bool:
         return "deadlock" in str(error).lower()
 
+    # -- files loaded by Snowflake from the external stage the user names -----------------------------------------
+
+    def file_load_refusal(self, listing: ChangeFileListing) -> str | None:
+        if self.stage is None:
+            return "no stage= names an external stage over the source's files"
+        return load_refusal(listing, self.name, clouds=("s3", "gcs", "azure"), formats=("csv", "parquet", "jsonl"))
+
+    def load_raw(self, listing: ChangeFileListing) -> None:
+        location = self._stage_location(listing.root)
+        [(fmt, _)] = listing.formats
+        self.send(f"CREATE TEMPORARY FILE FORMAT {_FORMAT} {_FILE_FORMATS[fmt]}")
+        chunks = [listing.files[i : i + _COPY_FILES] for i in range(0, len(listing.files), _COPY_FILES)]
+        files = [", ".join(f"'{file.path}'" for file in chunk) for chunk in chunks]
+        columns: dict[str, str] = {}  # the columns of every file, by INFER_SCHEMA (the first type seen of each)
+        for names in files:
+            inferred = self.rows(
+                f"SELECT COLUMN_NAME, TYPE FROM TABLE(INFER_SCHEMA(LOCATION => '{location}', FILES => ({names}), "
+                f"FILE_FORMAT => '{_FORMAT}', IGNORE_CASE => FALSE)) ORDER BY ORDER_ID"
+            )
+            columns |= {name: kind for name, kind in inferred if name not in columns}
+        definitions = ", ".join(f"{quote_identifier(name)} {kind}" for name, kind in columns.items())
+        self.send(f"CREATE TEMPORARY TABLE {RAW} ({definitions}, {FILE} VARCHAR, {ROW} NUMBER)")
+        for names in files:
+            self.send(
+                f"COPY INTO {RAW} FROM {location} FILES = ({names}) FILE_FORMAT = (FORMAT_NAME = '{_FORMAT}') "
+                f"MATCH_BY_COLUMN_NAME = CASE_SENSITIVE INCLUDE_METADATA = ({FILE} = METADATA$FILENAME, "
+                f"{ROW} = METADATA$FILE_ROW_NUMBER) FORCE = TRUE"
+            )
+
+    def loaded_names(self, listing: ChangeFileListing, file: StoredChangeFile) -> list[str]:
+        # METADATA$FILENAME: the file's path in the stage (Snowflake, "Querying metadata for staged files").
+        assert self.stage is not None
+        return [f"{_stage_parts(self.stage)[1]}{file.path}"]
+
+    def query_schema(self, sql: str) -> pa.Schema:
+        from snowflake.connector.constants import FIELD_ID_TO_NAME
+
+        self.send(f"SELECT * FROM ({sql}) LIMIT 0")
+        return pa.schema(
+            pa.field(
+                _FOLDED.get(c.name, c.name),
+                _read(_DESCRIBED.get(FIELD_ID_TO_NAME[c.type_code], ""), c.precision, c.scale),
+            )
+            for c in self.cursor.description
+        )
+
+    def exact(self, name: str) -> str:
+        return quote_identifier(name)
+
+    def _stage_location(self, root: str) -> str:
+        """``@stage/path/`` once ``DESC STAGE`` shows it pointing at ``root``, where the source's files are."""
+        assert self.stage is not None
+        name, path = _stage_parts(self.stage)
+        rows = self.rows(f"DESC STAGE {name}")  # parent_property, property, property_type, property_value, …
+        urls = [json.loads(row[3]) for row in rows if row[1] == "URL" and row[3]]
+        url = urls[0][0] if urls and urls[0] else None
+        if url is None or cloud_location(f"{url.rstrip('/')}/{path}") != cloud_location(root):
+            raise StagingLocationError(
+                f"stage @{name}/{path} points at {url or 'no external location'}, but the source's files are at "
+                f"{root}: give SnowflakeDestination(stage=...) an external stage (and path) over that folder"
+            )
+        return f"@{name}/{path}"
+
 
 def _snowflake_type(field: pa.Field) -> tuple[str, pa.DataType]:
     family, t = type_family(field.type), field.type
@@ -136,6 +220,12 @@ def _snowflake_type(field: pa.Field) -> tuple[str, pa.DataType]:
     if family in _TYPES:
         return _TYPES[family]
     raise no_column_type(field, "Snowflake")
+
+
+def _stage_parts(stage: str) -> tuple[str, str]:
+    """``@DB.SCH.STAGE/path`` as its name and path (``""`` or ending with ``/``)."""
+    name, _, path = stage.removeprefix("@").partition("/")
+    return name, f"{path.strip('/')}/" if path.strip("/") else ""
 
 
 def _read(data_type: str, precision: int | None, scale: int | None) -> pa.DataType:

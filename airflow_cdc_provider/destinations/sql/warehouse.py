@@ -21,10 +21,12 @@ import tempfile
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from airflow_cdc_provider.change_files import ChangeFileListing, StoredChangeFile
 from airflow_cdc_provider.destinations.sql.dialect import BoundDialect, Params
 from airflow_cdc_provider.exceptions import SchemaChangeError
 
@@ -86,6 +88,31 @@ class WarehouseDialect(BoundDialect):
         # one MERGE, which also deletes the keys the full read lacks (the engine's ``Merge.delete_missing``).
         if self.transactions:
             self._empty = table
+
+    # -- files loaded by the warehouse itself (see .file_load) ----------------------------------------------------
+
+    row_numbers: ClassVar[bool] = False  # the raw rows of a file load carry their row number in the file
+
+    def file_load_refusal(self, listing: ChangeFileListing) -> str | None:
+        """Why this warehouse does not load ``listing``'s files itself (``None``: it does)."""
+        return f"{self.name} loads no files itself here"
+
+    def load_raw(self, listing: ChangeFileListing) -> None:
+        """Load the files into the temporary table ``_cdc_raw``: their columns, ``_cdc_file`` (the engine's name of
+        the row's file) and, with :attr:`row_numbers`, ``_cdc_row`` (the row's number in its file, from 1)."""
+        raise NotImplementedError
+
+    def loaded_names(self, listing: ChangeFileListing, file: StoredChangeFile) -> list[str]:
+        """The names ``_cdc_file`` may give ``file``."""
+        return [listing.uri(file)]
+
+    def query_schema(self, sql: str) -> pa.Schema:
+        """The columns of a query's result, as Arrow types."""
+        raise NotImplementedError
+
+    def exact(self, name: str) -> str:
+        """A column of a loaded file, quoted exactly as the file names it."""
+        return self.quote(name)
 
     def cannot_widen(self, column: str, kind: str, remedy: str = "") -> SchemaChangeError:
         """The error of a type change the engine cannot make in place."""
@@ -154,3 +181,27 @@ def typed_param(value: Any) -> str:
     if isinstance(value, datetime):
         return "TIMESTAMP"
     return "STRING"
+
+
+def cloud_location(uri: str) -> tuple[str, str, str] | None:
+    """Where an object-store URI points, in one form whatever its scheme: ``(cloud, bucket, path)`` with ``cloud``
+    ``s3``, ``gcs`` or ``azure`` (whose bucket is ``account/container``) and ``path`` without slashes around it;
+    ``None`` for anything else (a local folder, SFTP)."""
+    parsed = urlsplit(uri)
+    path = parsed.path.strip("/")
+    if parsed.scheme in ("s3", "s3a"):
+        return "s3", parsed.netloc, path
+    if parsed.scheme in ("gs", "gcs"):
+        return "gcs", parsed.netloc, path
+    if parsed.scheme in ("wasb", "wasbs", "abfs", "abfss") and "@" in parsed.netloc:
+        container, account = parsed.netloc.split("@", 1)
+        return "azure", f"{account.split('.')[0]}/{container}", path
+    if parsed.scheme in ("azure", "https") and parsed.netloc.endswith(".blob.core.windows.net"):
+        container, _, rest = path.partition("/")
+        return "azure", f"{parsed.netloc.split('.')[0]}/{container}", rest
+    return None
+
+
+def plain_literal(text: str) -> bool:
+    """Whether ``text`` can stand inside a single-quoted SQL string as it is (file names in ``FILES = (…)``)."""
+    return not any(character in text for character in ("'", "\\", "\n", "\r", "\x00"))
