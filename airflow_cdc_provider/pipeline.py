@@ -253,7 +253,7 @@ def loaded_by_destination(
             return None
         summary.rows_read = rows
     pull.units_done = len(names)
-    _log_pull(spec, source, pull, logger, f" (loaded by the destination from {listing.root})")
+    _log_pull(spec, source, pull, logger, " (loaded by the destination itself, no row through the worker)")
     return pull
 
 

@@ -19,6 +19,7 @@ closing the session then rolls back an open transaction, as the vendors do when 
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
@@ -30,6 +31,8 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 import sqlglot
 
@@ -63,6 +66,42 @@ class Recorder:
         return [sql for sql, _ in self.sent]
 
 
+# -- object storage, as the warehouses read it -------------------------------------------------------------------
+
+
+@dataclass
+class Storage:
+    """Where the fake warehouses find the files a URI names: a local folder standing for a cloud root, or bytes
+    fetched from a local server (moto, the GCS emulator) by ``remote``."""
+
+    roots: dict[str, Path] = field(default_factory=dict)
+    remote: Any = None  # Callable[[str], bytes]
+
+    def path(self, uri: str) -> Path:
+        for root, folder in self.roots.items():
+            if uri.startswith(root.rstrip("/") + "/"):
+                return folder / uri[len(root.rstrip("/")) + 1 :]
+        assert self.remote is not None, f"the fake storage knows no file {uri}"
+        local = Path(tempfile.mkdtemp(prefix="cdc-fake-object-")) / uri.rsplit("/", 1)[-1]
+        local.write_bytes(self.remote(uri))
+        return local
+
+
+def file_rows(path: Path) -> pa.Table:
+    """A change file's rows in file order, as a warehouse parses them: a CSV header names the columns and an empty
+    field is null; JSON numbers without a fraction are integers; gzip by the name. An empty file: no row, no column."""
+    if not path.stat().st_size:
+        return pa.table({})
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith(".parquet"):
+        return pq.read_table(path)
+    with pa.input_stream(str(path), compression="detect") as stream:
+        if name.endswith(".csv"):
+            options = pa_csv.ConvertOptions(null_values=[""], strings_can_be_null=True)
+            return pa_csv.read_csv(stream, convert_options=options)
+        return pa_json.read_json(stream)
+
+
 # -- Snowflake: fakesnow ---------------------------------------------------------------------------------
 
 
@@ -74,6 +113,8 @@ class FakesnowHook:
         import snowflake.connector
 
         self.database, self.schema, self.recorder = database, schema, recorder or Recorder()
+        self.storage = Storage()
+        self.stages: dict[str, str] = {}  # stage name -> its URL (DESC STAGE)
         with snowflake.connector.connect() as conn:
             conn.cursor().execute(f"CREATE DATABASE IF NOT EXISTS {database}")
             conn.cursor().execute(f"CREATE SCHEMA IF NOT EXISTS {database}.{schema}")
@@ -82,21 +123,74 @@ class FakesnowHook:
         import snowflake.connector
 
         conn = snowflake.connector.connect(database=self.database, schema=self.schema)
-        recorder, cursor = self.recorder, conn.cursor
+        hook = self
 
         class RecordingCursor:
             def __init__(self) -> None:
-                self._inner = cursor()
+                self._inner = conn.cursor()
+                self._answer: list[tuple[Any, ...]] | None = None
 
             def execute(self, sql: str, params: Any = None) -> Any:
-                recorder.record(sql, params)
-                return self._inner.execute(sql, params)
+                hook.recorder.record(sql, params)
+                self._answer = hook.stage_statement(self._inner, sql)
+                if self._answer is None:
+                    return self._inner.execute(sql, params)
+                return self
+
+            def fetchall(self) -> list[tuple[Any, ...]]:
+                return self._answer if self._answer is not None else self._inner.fetchall()
 
             def __getattr__(self, name: str) -> Any:
                 return getattr(self._inner, name)
 
-        conn.cursor = RecordingCursor
-        return conn
+        class RecordingConnection:  # what the destination is given; fakesnow keeps using its own connection
+            def cursor(self) -> RecordingCursor:
+                return RecordingCursor()
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(conn, name)
+
+        return RecordingConnection()
+
+    def stage_statement(self, cursor: Any, sql: str) -> list[tuple[Any, ...]] | None:
+        """What fakesnow does not run, done as Snowflake documents it (``None``: not one of these): ``DESC STAGE``,
+        a temporary file format, ``INFER_SCHEMA`` of staged files and ``COPY INTO`` from them with metadata columns."""
+        if sql.startswith("DESC STAGE "):
+            url = self.stages.get(sql.removeprefix("DESC STAGE ").strip())
+            return [("STAGE_LOCATION", "URL", "String", json.dumps([url]) if url else "", "")]
+        if sql.startswith("CREATE TEMPORARY FILE FORMAT "):
+            return []
+        if "INFER_SCHEMA(" in sql:
+            location, files = re.search(r"LOCATION => '([^']+)', FILES => \(([^)]*)\)", sql).groups()  # type: ignore[union-attr]
+            tables = [file_rows(self._staged(location, name)) for name in re.findall(r"'([^']+)'", files)]
+            # A column's type is its values': a column empty in a file says nothing of it (TEXT if nothing does).
+            columns: dict[str, str | None] = {}
+            for table in tables:
+                for f in table.schema:
+                    if columns.get(f.name) is None:
+                        typed = table.column(f.name).null_count < table.num_rows
+                        columns[f.name] = _snowflake_type(f.type) if typed else None
+            return [(name, kind or "TEXT") for name, kind in columns.items()]
+        if sql.startswith("COPY INTO "):
+            self._copy(cursor, sql)
+            return []
+        return None
+
+    def _staged(self, location: str, name: str) -> Path:
+        stage, _, path = location.removeprefix("@").partition("/")
+        return self.storage.path(f"{self.stages[stage].rstrip('/')}/{path}{name}")
+
+    def _copy(self, cursor: Any, sql: str) -> None:
+        match = re.match(r"COPY INTO (\S+) FROM (\S+) FILES = \(([^)]*)\)", sql)
+        assert match is not None and "INCLUDE_METADATA = (_cdc_file = METADATA$FILENAME" in sql, sql
+        table, location, files = match.groups()
+        in_stage = location.removeprefix("@").partition("/")[2]
+        for name in re.findall(r"'([^']+)'", files):
+            rows = file_rows(self._staged(location, name))
+            names = ", ".join([*(f'"{column}"' for column in rows.column_names), "_cdc_file", "_cdc_row"])
+            marks = ", ".join(["%s"] * (rows.num_columns + 2))
+            values = [(*row.values(), f"{in_stage}{name}", number) for number, row in enumerate(rows.to_pylist(), 1)]
+            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", values)
 
     def read(self, table: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         """The table's columns and rows, or nothing if it does not exist."""
@@ -123,6 +217,10 @@ class DuckWarehouse(Recorder):
         self.db = duckdb.connect()
         self.volumes = Path(tempfile.mkdtemp(prefix="cdc-fake-volumes-"))
         self.sessions: list[duckdb.DuckDBPyConnection] = []
+        self.storage = Storage()
+        self.landing: set[str] = set()  # Databricks: tables created without columns, for COPY INTO to shape
+        self.external_uris: list[str] = []  # BigQuery: the source URIs of the last temporary external table
+        self.views: list[pa.Table] = []
 
     def session(self) -> duckdb.DuckDBPyConnection:
         con = self.db.cursor()
@@ -137,6 +235,8 @@ class DuckWarehouse(Recorder):
 
     def run(self, con: duckdb.DuckDBPyConnection, sql: str, params: Any) -> tuple[pa.Table, list[tuple[Any, ...]], str]:
         """Run one statement of the vendor on the session ``con``: (result, its rows, kind of statement)."""
+        if self.vendor == "databricks" and (answer := self._databricks_copy(con, sql)) is not None:
+            return answer
         sql = re.sub(r"read_files\('([^']+)', format => 'parquet'\)", self._read_files, sql)
         text = render(sql, params or {}, self.vendor)
         [statement] = sqlglot.transpile(text, read=self.vendor, write="duckdb")
@@ -152,7 +252,41 @@ class DuckWarehouse(Recorder):
         if relation.description is None:
             return pa.table({}), [], kind
         result = relation.to_arrow_table()
-        return result, [tuple(row.values()) for row in result.to_pylist()], kind
+        return result, list(zip(*(column.to_pylist() for column in result.columns), strict=True)), kind
+
+    def files_view(self, con: duckdb.DuckDBPyConnection, uris: list[str], name_column: str) -> str:
+        """The files' rows, each with its file's URI in ``name_column``, by column name (an empty file has none)."""
+        selects = []
+        for uri in uris:
+            rows = file_rows(self.storage.path(uri))
+            if rows.num_columns:
+                view = f"_cdc_fake_file_{len(self.views)}"
+                self.views.append(rows)  # registered views see the table as long as it lives
+                con.register(view, rows)
+                selects.append(f"SELECT *, '{uri}' AS {name_column} FROM {view}")
+        return " UNION ALL BY NAME ".join(selects) or f"SELECT CAST(NULL AS VARCHAR) AS {name_column} WHERE false"
+
+    def _databricks_copy(self, con: duckdb.DuckDBPyConnection, sql: str) -> tuple[pa.Table, list[Any], str] | None:
+        """A table created without columns, and ``COPY INTO`` it from files with ``_metadata.file_path``, as
+        Databricks documents them (``mergeSchema``: the table takes the files' columns)."""
+        created = re.fullmatch(r"CREATE TABLE (\S+)", sql)
+        if created:
+            self.landing.add(created.group(1))
+            return pa.table({}), [], "CREATE"
+        copy = re.match(
+            r"COPY INTO (\S+) FROM \(SELECT \*, _metadata.file_path AS _cdc_file FROM '([^']+)'\) "
+            r".*FILES = \(([^)]*)\)",
+            sql,
+        )
+        if not copy:
+            return None
+        table, location, files = copy.groups()
+        uris = [f"{location}/{name}" for name in re.findall(r"'([^']+)'", files)]
+        duck = table.replace("`", '"')
+        verb = f"CREATE TABLE {duck} AS" if table in self.landing else f"INSERT INTO {duck} BY NAME"
+        self.landing.discard(table)
+        con.execute(f"{verb} {self.files_view(con, uris, '_cdc_file')}")
+        return pa.table({}), [], "COPY"
 
     def volume_path(self, remote: str) -> Path:
         return self.volumes / remote.lstrip("/")
@@ -278,13 +412,19 @@ class FakeBigQueryClient:
             con.close()
             self.sessions.pop(session_id, None)
             return _job([], [], session_id)
+        for name, external in (getattr(job_config, "table_definitions", None) or {}).items():
+            self.warehouse.external_uris = list(external.source_uris)
+            # A temporary external table: _FILE_NAME is a pseudo-column, not one of SELECT *'s.
+            files = self.warehouse.files_view(con, external.source_uris, "_FILE_NAME")
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {files}")
+            sql = sql.replace("SELECT *, _FILE_NAME", "SELECT * EXCEPT (_FILE_NAME), _FILE_NAME")
         is_ddl = re.match(r"\s*(CREATE|ALTER|DROP)\b(?!\s+TEMP)", sql, re.IGNORECASE)
         if in_transaction[0] and is_ddl:  # Google: no DDL on permanent entities inside a transaction
             raise RuntimeError(f"DDL statements on permanent entities are not supported in transactions: {sql[:60]}")
         result, rows, kind = self.warehouse.run(con, sql, params)
         if kind in ("BEGIN", "COMMIT", "ROLLBACK"):
             in_transaction[0] = kind == "BEGIN"
-        job = _job(result.column_names, rows, session_id)
+        job = _job(result.schema, rows, session_id)
         if kind == "MERGE":
             counts = merge_counts(rows)
             inserted, updated, deleted = counts["INSERT"], counts["UPDATE"], counts["DELETE"]
@@ -339,6 +479,12 @@ class FakeBigQueryClient:
         self.warehouse.db.execute(f"DROP TABLE IF EXISTS {table.dataset_id}.{table.table_id}")
 
 
+class _Rows(list):  # type: ignore[type-arg]
+    """A query's result as google-cloud-bigquery's ``RowIterator``: its rows, and the ``schema`` of its fields."""
+
+    schema: list[SimpleNamespace]
+
+
 class _Row(tuple):  # type: ignore[type-arg]
     """A result row as google-cloud-bigquery's ``Row``: iterable, and ``values()``."""
 
@@ -346,14 +492,14 @@ class _Row(tuple):  # type: ignore[type-arg]
         return tuple(self)
 
 
-def _job(names: list[str], rows: list[tuple[Any, ...]], session_id: str) -> SimpleNamespace:
-    records = [_Row(row) for row in rows]
+def _job(schema: pa.Schema, rows: list[tuple[Any, ...]], session_id: str) -> SimpleNamespace:
+    records = _Rows(_Row(row) for row in rows)
+    records.schema = [_bigquery_field(field) for field in schema]
     return SimpleNamespace(
         result=lambda: records,
         num_dml_affected_rows=None,
         dml_stats=None,
         session_info=SimpleNamespace(session_id=session_id) if session_id else None,
-        schema=[SimpleNamespace(name=name) for name in names],
     )
 
 
@@ -368,3 +514,39 @@ def _duck_type(schema_field: Any) -> str:
     if schema_field.field_type == "NUMERIC":
         return f"DECIMAL({schema_field.precision}, {schema_field.scale})"
     return _DUCK_TYPES.get(schema_field.field_type, schema_field.field_type)
+
+
+def _snowflake_type(data_type: pa.DataType) -> str:
+    """INFER_SCHEMA's type of an Arrow column read from a file."""
+    if pa.types.is_integer(data_type):
+        return "NUMBER(38, 0)"
+    if pa.types.is_decimal(data_type):
+        return f"NUMBER({data_type.precision}, {data_type.scale})"
+    if pa.types.is_floating(data_type):
+        return "REAL"
+    if pa.types.is_boolean(data_type):
+        return "BOOLEAN"
+    if pa.types.is_timestamp(data_type):
+        return "TIMESTAMP_TZ" if data_type.tz else "TIMESTAMP_NTZ"
+    if pa.types.is_date(data_type):
+        return "DATE"
+    return "TEXT"
+
+
+def _bigquery_field(field: pa.Field) -> SimpleNamespace:
+    """A result field as BigQuery describes it."""
+    t = field.type
+    if pa.types.is_decimal(t):
+        return SimpleNamespace(name=field.name, field_type="NUMERIC", precision=t.precision, scale=t.scale)
+    kinds = [
+        (pa.types.is_boolean, "BOOL"),
+        (pa.types.is_integer, "INT64"),
+        (pa.types.is_floating, "FLOAT64"),
+        (pa.types.is_date, "DATE"),
+        (pa.types.is_binary, "BYTES"),
+        (pa.types.is_time, "TIME"),
+    ]
+    kind = next((name for test, name in kinds if test(t)), "STRING")
+    if pa.types.is_timestamp(t):
+        kind = "TIMESTAMP" if t.tz else "DATETIME"
+    return SimpleNamespace(name=field.name, field_type=kind, precision=None, scale=None)

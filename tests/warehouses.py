@@ -10,6 +10,7 @@ warehouse was sent with sqlglot in its dialect.
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import sqlglot
@@ -18,27 +19,53 @@ from airflow_cdc_provider.destinations.bigquery import BigQueryDestination
 from airflow_cdc_provider.destinations.databricks import DatabricksDestination
 from airflow_cdc_provider.destinations.snowflake import SnowflakeDestination
 from airflow_cdc_provider.destinations.warehouse import WarehouseDestination
+from airflow_cdc_provider.hooks.local import LocalChangeFeedHook
 from tests.tables_fakes import render
 from tests.warehouse_fakes import DuckWarehouse, FakeBigQueryHook, FakeDatabricksHook, FakesnowHook, Recorder
 
 WAREHOUSES = ("snowflake", "bigquery", "databricks")
 VOLUME = "/Volumes/main/cdc/staging"
+STAGE = "@LANDING_STAGE/feed/"  # an external stage on s3://lake/
 # Statements of the vendors' clients that are not SQL (file transfers) or that the fakes note for themselves.
 _NOT_SQL = ("PUT ", "REMOVE ", "(")
 Rows = tuple[list[str], dict[Any, dict[str, Any]]]
 
 
-class WarehouseTarget:
-    """One fresh place of one warehouse kind (``fakesnow.patch()`` must be active for Snowflake)."""
+class CloudFolderHook(LocalChangeFeedHook):
+    """A FAKE object store: a local folder's change files, named as if they lay under ``root`` (``s3://lake/feed``),
+    where the fake warehouses read them (:class:`~tests.warehouse_fakes.Storage`)."""
 
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
+    def __init__(self, path: str, cloud_root: str) -> None:
+        super().__init__(path)
+        self.cloud_root = cloud_root
+
+    @property
+    def uri(self) -> str:
+        return self.cloud_root
+
+
+class WarehouseTarget:
+    """One fresh place of one warehouse kind (``fakesnow.patch()`` must be active for Snowflake).
+
+    :param from_storage: the warehouse can load the files of :meth:`cloud_source` itself (Snowflake through a
+        stage, BigQuery from ``gs://``, Databricks from ``s3://``); else every source's rows go through the worker.
+    """
+
+    def __init__(self, kind: str, *, from_storage: bool = False) -> None:
+        self.kind, self.from_storage = kind, from_storage
         self.fake: FakesnowHook | DuckWarehouse
         if kind == "snowflake":
             self.fake = FakesnowHook(f"DB_{uuid.uuid4().hex[:8].upper()}", "SCH")
+            self.fake.stages[STAGE.removeprefix("@").partition("/")[0]] = "s3://lake/"
         else:
             self.fake = DuckWarehouse(kind)
             self.fake.db.execute("CREATE SCHEMA ds")
+        self.root = "gs://lake/feed" if kind == "bigquery" else "s3://lake/feed"
+
+    def cloud_source(self, folder: str) -> CloudFolderHook:
+        """A source whose files the warehouse reads where they lie (the folder stands for :attr:`root`)."""
+        self.fake.storage.roots[self.root] = Path(folder)
+        return CloudFolderHook(folder, self.root)
 
     @property
     def recorder(self) -> Recorder:
@@ -50,12 +77,15 @@ class WarehouseTarget:
 
     def destination(self, table: str = "items", **options: Any) -> WarehouseDestination:
         destination: WarehouseDestination
+        files = self.from_storage
         if self.kind == "snowflake":
-            destination = SnowflakeDestination(self.name(table), "sf", **options)
+            destination = SnowflakeDestination(self.name(table), "sf", stage=STAGE if files else None, **options)
         elif self.kind == "bigquery":
-            destination = BigQueryDestination(self.name(table), "gcp", **options)
+            destination = BigQueryDestination(self.name(table), "gcp", load_from_storage=files, **options)
         else:
-            destination = DatabricksDestination(self.name(table), "dbx", staging_volume=VOLUME, **options)
+            destination = DatabricksDestination(
+                self.name(table), "dbx", staging_volume=VOLUME, load_from_storage=files, **options
+            )
         destination.__dict__["provider_hook"] = self.hook()
         return destination
 

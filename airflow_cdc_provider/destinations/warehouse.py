@@ -17,18 +17,23 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import pyarrow as pa
+
 from airflow_cdc_provider.change_files import ChangeFileListing
-from airflow_cdc_provider.destinations.base import ApplyStats
+from airflow_cdc_provider.changes import UPSERT
+from airflow_cdc_provider.destinations.base import ApplyStats, user_fields
 from airflow_cdc_provider.destinations.pushdown import PushDownTableDestination
 from airflow_cdc_provider.destinations.sql.checkpoints import STREAM_ID
 from airflow_cdc_provider.destinations.sql.dialect import BoundDialect
 from airflow_cdc_provider.destinations.sql.engine import SqlDestination, SqlTransaction
 from airflow_cdc_provider.destinations.sql.file_load import FileLoad
+from airflow_cdc_provider.destinations.sql.merge import NET, is_kind
 from airflow_cdc_provider.destinations.sql.stage import STAGE
 from airflow_cdc_provider.destinations.sql.warehouse import WarehouseDialect
 from airflow_cdc_provider.exceptions import ConcurrentSyncError, WarehouseOptionError
 
 log = logging.getLogger(__name__)
+_REFRESH = "_cdc_refresh"
 
 
 class WarehouseDestination(PushDownTableDestination, SqlDestination):
@@ -68,8 +73,9 @@ class WarehouseDestination(PushDownTableDestination, SqlDestination):
 class WarehouseTransaction(SqlTransaction):
     """The merge engine's transaction on a warehouse. An engine without transactions (Databricks) checks, just
     before it writes, that no other run moved the checkpoint since this one read it (as push-down does), and runs a
-    full refresh as one ``MERGE`` that also deletes the keys the full read lacks; its counts are then given as a
-    rebuild's (every row inserted), as on the engines that empty the table first."""
+    full refresh as one ``MERGE`` that also deletes the keys the full read lacks (one Delta commit: the table is never
+    seen empty); its counts are then given as a rebuild's (every key read inserted), as on the engines that empty the
+    table first."""
 
     def __init__(self, dialect: BoundDialect, destination: SqlDestination, stream_id: str) -> None:
         super().__init__(dialect, destination, stream_id)
@@ -88,15 +94,32 @@ class WarehouseTransaction(SqlTransaction):
         self._check_unmoved()
         if not self._refreshing:
             return super().apply(primary_key, order_by, sequence_column=sequence_column)
+        d, table = self.dialect, self.dialect.table_schema(self._name)
         if self._stage.schema is None:  # a full refresh that read nothing: the table is emptied
-            if self.dialect.table_schema(self._name) is not None:
-                self.dialect.writes_start()
-                self.dialect.execute(f"DELETE FROM {self._quoted} WHERE TRUE")
+            if table is not None:
+                d.writes_start()
+                d.execute(f"DELETE FROM {self._quoted} WHERE TRUE")
             return ApplyStats()
+        if table is not None:
+            self._stage_nulls(pa.schema(user_fields(table)))
         stats = super().apply(primary_key, order_by, sequence_column=sequence_column)
-        return ApplyStats(
-            rows_inserted=stats.rows_inserted + stats.rows_updated, rows_skipped_stale=stats.rows_skipped_stale
-        )
+        [(upserts,)] = d.rows(f"SELECT count(*) FROM {NET} WHERE {is_kind(NET, UPSERT)}")
+        return ApplyStats(rows_inserted=int(upserts), rows_skipped_stale=stats.rows_skipped_stale)
+
+    def _stage_nulls(self, table: pa.Schema) -> None:
+        """A rebuild's rows: a column of the table that the full read lacks is null in the stage (which is built
+        anew, the engine's temporary tables taking no ``ALTER``), so the ``MERGE`` sets it so."""
+        assert self._stage.schema is not None
+        missing = [field for field in table if field.name not in self._stage.schema.names]
+        if not missing:
+            return
+        d = self.dialect
+        nulls = ", ".join(f"CAST(NULL AS {d.column_type(field)}) AS {d.quote(field.name)}" for field in missing)
+        d.execute(f"CREATE TEMP TABLE {_REFRESH} AS SELECT *, {nulls} FROM {STAGE}")
+        d.execute(f"DROP TABLE {STAGE}")
+        d.execute(f"CREATE TEMP TABLE {STAGE} AS SELECT * FROM {_REFRESH}")
+        d.execute(f"DROP TABLE {_REFRESH}")
+        self._stage.schema = pa.schema([*self._stage.schema, *d.held(pa.schema(missing))])
 
     def load_files(
         self, listing: ChangeFileListing, primary_key: Sequence[str], sequence_column: str | None
@@ -109,7 +132,8 @@ class WarehouseTransaction(SqlTransaction):
         if refusal is not None:
             log.info("%s: the files are read through the worker: %s", self._name, refusal)
             return None
-        rows = FileLoad(d, listing, primary_key, sequence_column).stage()
+        table = None if self._rebuild else d.table_schema(self._name)
+        rows = FileLoad(d, listing, primary_key, sequence_column).stage(table and pa.schema(user_fields(table)))
         if rows is None:
             log.info(
                 "%s: a file holds two changes of one key, whose order %s cannot tell: the files are read through "

@@ -28,6 +28,7 @@ from airflow_cdc_provider.change_files import ChangeFileListing, StoredChangeFil
 from airflow_cdc_provider.destinations.sql.dialect import Params
 from airflow_cdc_provider.destinations.sql.file_load import FILE, RAW, load_refusal
 from airflow_cdc_provider.destinations.sql.warehouse import (
+    WHITESPACE,
     WarehouseDialect,
     cloud_location,
     no_column_type,
@@ -164,6 +165,9 @@ class DatabricksWarehouseDialect(WarehouseDialect, DatabricksDialect):
     def query_schema(self, sql: str) -> pa.Schema:
         self.cursor.execute(f"SELECT * FROM ({sql}) LIMIT 0")
         return pa.schema([pa.field(field.name, _utc(field.type)) for field in self.cursor.fetchall_arrow().schema])
+
+    def trimmed(self, text: str) -> str:
+        return f"trim(BOTH '{WHITESPACE}' FROM {text})"
 
     def bulk_load(self, table: str, reader: pa.RecordBatchReader, target: pa.Schema) -> int:
         if self.volume is None or not _VOLUME.match(self.volume):

@@ -69,8 +69,12 @@ class FileLoad:
     ) -> None:
         self.d, self.listing, self.primary_key, self.sequence_column = dialect, listing, primary_key, sequence_column
 
-    def stage(self) -> int | None:
-        """Load, check and stage the files; the rows staged, or ``None`` to read them through the worker."""
+    def stage(self, table: pa.Schema | None) -> int | None:
+        """Load, check and stage the files; the rows staged, or ``None`` to read them through the worker.
+
+        :param table: the user's columns of the table, if it is kept: a column no file of the run holds is null in
+            the stage (an upsert is the row's whole new image), as on the worker path.
+        """
         d = self.d
         d.load_raw(self.listing)
         raw = d.query_schema(f"SELECT * FROM {RAW}")
@@ -80,7 +84,7 @@ class FileLoad:
             for table in (RAW, FILES):
                 d.execute(f"DROP TABLE {table}")
             return None
-        d.execute(f"CREATE TEMP TABLE {STAGE} AS {self._staged(raw)}")
+        d.execute(f"CREATE TEMP TABLE {STAGE} AS {self._staged(self._typed(raw), table)}")
         return int(d.rows(f"SELECT count(*) FROM {STAGE}")[0][0])
 
     # -- the files ------------------------------------------------------------------------------------------------
@@ -114,6 +118,7 @@ class FileLoad:
                 f"{self.listing.root}: the files hold column(s) {reserved}, reserved for the change order and the "
                 "destination's columns; rename them at the source"
             )
+        self._no_empty_file()
         missing = [key for key in self.primary_key if key not in names]
         if missing:
             raise MissingKeyColumnError(
@@ -125,7 +130,6 @@ class FileLoad:
                 f"{first}: sequence column {self.sequence_column!r} is missing; the files have columns {names}. With "
                 "sequence_column, every change (deletes included) must carry the value that orders it"
             )
-        self._no_empty_file()
         if CHANGE_TYPE in names:
             self._known_change_types()
         for key in self.primary_key:
@@ -146,7 +150,8 @@ class FileLoad:
 
     def _known_change_types(self) -> None:
         value = f"CAST(r.{self.d.exact(CHANGE_TYPE)} AS {self.d.text_type})"
-        found = self._first(f"{value} IS NOT NULL AND lower(trim({value})) NOT IN ('', '{UPSERT}', '{DELETE}')", value)
+        normalised = f"lower({self.d.trimmed(value)})"
+        found = self._first(f"{value} IS NOT NULL AND {normalised} NOT IN ('', '{UPSERT}', '{DELETE}')", value)
         if found:
             path, row, text = found
             raise UnknownChangeTypeError(
@@ -181,10 +186,11 @@ class FileLoad:
 
     def _first(self, condition: str, value: str) -> tuple[str, int | None, object] | None:
         """The first raw row (in apply order) meeting ``condition``: its file's path, row number and ``value``."""
-        row = f"r.{ROW}" if self.d.row_numbers else "NULL"
+        row, order = (f"r.{ROW}", f"f.ordinal, r.{ROW}") if self.d.row_numbers else ("NULL", "f.ordinal")
         found = self.d.rows(
-            f"SELECT f.path, {row}, {value} FROM {RAW} AS r JOIN {FILES} AS f ON r.{FILE} = f.name "
-            f"WHERE {condition} ORDER BY f.ordinal, {row} LIMIT 1"
+            f"SELECT f.path AS path, {row} AS row_number, {value} AS found FROM {RAW} AS r JOIN {FILES} AS f "
+            f"ON r.{FILE} = f.name "
+            f"WHERE {condition} ORDER BY {order} LIMIT 1"
         )
         return (found[0][0], found[0][1], found[0][2]) if found else None
 
@@ -195,12 +201,22 @@ class FileLoad:
 
     # -- the stage ------------------------------------------------------------------------------------------------
 
-    def _staged(self, raw: pa.Schema) -> str:
+    def _typed(self, raw: pa.Schema) -> pa.Schema:
+        """The raw columns that hold a value somewhere: a column null in every row says nothing of its type (the
+        warehouse's inference gives it one anyway), and is left out, as on the worker path."""
+        names = raw.names
+        counts = self.d.rows(f"SELECT {', '.join(f'count({self.d.exact(name)})' for name in names)} FROM {RAW}")[0]
+        keep = {FILE, ROW, *self.primary_key}
+        return pa.schema([field for field, count in zip(raw, counts, strict=True) if count or field.name in keep])
+
+    def _staged(self, raw: pa.Schema, table: pa.Schema | None) -> str:
         d = self.d
         user = [name for name in raw.names if name not in (FILE, ROW, CHANGE_TYPE)]
         columns = [f"r.{d.exact(name)} AS {d.quote(name)}" for name in user]
+        absent = [field for field in table or [] if field.name not in user]
+        columns += [f"CAST(NULL AS {d.column_type(field)}) AS {d.quote(field.name)}" for field in absent]
         if CHANGE_TYPE in raw.names:
-            kind = f"lower(trim(CAST(r.{d.exact(CHANGE_TYPE)} AS {d.text_type})))"
+            kind = f"lower({d.trimmed(f'CAST(r.{d.exact(CHANGE_TYPE)} AS {d.text_type})')})"
             columns.append(
                 f"CASE WHEN {kind} = '{DELETE}' THEN '{DELETE}' ELSE '{UPSERT}' END AS {d.quote(CHANGE_TYPE)}"
             )

@@ -169,8 +169,8 @@ class SnowflakeWarehouseDialect(WarehouseDialect, SnowflakeDialect):
                 f"FILE_FORMAT => '{_FORMAT}', IGNORE_CASE => FALSE)) ORDER BY ORDER_ID"
             )
             columns |= {name: kind for name, kind in inferred if name not in columns}
-        definitions = ", ".join(f"{quote_identifier(name)} {kind}" for name, kind in columns.items())
-        self.send(f"CREATE TEMPORARY TABLE {RAW} ({definitions}, {FILE} VARCHAR, {ROW} NUMBER)")
+        definitions = [f"{quote_identifier(name)} {kind}" for name, kind in columns.items()]
+        self.send(f"CREATE TEMPORARY TABLE {RAW} ({', '.join([*definitions, f'{FILE} VARCHAR', f'{ROW} NUMBER'])})")
         for names in files:
             self.send(
                 f"COPY INTO {RAW} FROM {location} FILES = ({names}) FILE_FORMAT = (FORMAT_NAME = '{_FORMAT}') "

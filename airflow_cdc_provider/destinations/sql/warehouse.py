@@ -31,6 +31,7 @@ from airflow_cdc_provider.destinations.sql.dialect import BoundDialect, Params
 from airflow_cdc_provider.exceptions import SchemaChangeError
 
 _DDL = re.compile(r"\s*(CREATE|ALTER|DROP)\b", re.IGNORECASE)
+WHITESPACE = " \t\n\r\x0b\x0c"  # written into SQL as the characters themselves, not as escapes
 # Rows per file of a bulk load through local Parquet: bounded memory, and files of the size warehouses load best.
 SPOOL_ROWS = 1_000_000
 
@@ -109,6 +110,10 @@ class WarehouseDialect(BoundDialect):
     def query_schema(self, sql: str) -> pa.Schema:
         """The columns of a query's result, as Arrow types."""
         raise NotImplementedError
+
+    def trimmed(self, text: str) -> str:
+        """SQL for ``text`` without the whitespace around it (spaces, tabs, line breaks), as the worker trims it."""
+        return f"trim({text}, '{WHITESPACE}')"
 
     def exact(self, name: str) -> str:
         """A column of a loaded file, quoted exactly as the file names it."""
