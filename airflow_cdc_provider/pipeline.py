@@ -247,12 +247,13 @@ def loaded_by_destination(
     listing = source.list_pending(cursor)
     names = [file.path for file in listing.files]
     pull = ChangePull(iter(()), listing.end_cursor, len(names), names=names, after_commit=listing.after_commit)
-    if listing.files:
-        rows = transaction.load_files(listing, spec.primary_key, spec.sequence_column)
-        if rows is None:
-            return None
-        summary.rows_read = rows
-    pull.units_done = len(names)
+    if not listing.files:
+        _log_pull(spec, source, pull, logger)
+        return pull
+    rows = transaction.load_files(listing, spec.primary_key, spec.sequence_column)
+    if rows is None:
+        return None
+    summary.rows_read, pull.units_done = rows, len(names)
     _log_pull(spec, source, pull, logger, " (loaded by the destination itself, no row through the worker)")
     return pull
 
