@@ -79,7 +79,8 @@ class WarehouseTarget:
         destination: WarehouseDestination
         files = self.from_storage
         if self.kind == "snowflake":
-            destination = SnowflakeDestination(self.name(table), "sf", stage=STAGE if files else None, **options)
+            options.setdefault("stage", STAGE if files else None)
+            destination = SnowflakeDestination(self.name(table), "sf", **options)
         elif self.kind == "bigquery":
             destination = BigQueryDestination(self.name(table), "gcp", load_from_storage=files, **options)
         else:
