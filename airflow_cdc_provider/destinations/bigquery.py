@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_cdc_provider.destinations.base import ApplyStats, Checkpoint, TableOptions
 from airflow_cdc_provider.destinations.pushdown import PushDownRun, WarehouseSession
 from airflow_cdc_provider.destinations.sql.bigquery import BigQueryWarehouseDialect
 from airflow_cdc_provider.destinations.sql.checkpoints import EXPECTED, STREAM_ID
+from airflow_cdc_provider.destinations.sql.warehouse import typed_param
 from airflow_cdc_provider.destinations.sql.warehouses import BigQueryDialect
 from airflow_cdc_provider.destinations.warehouse import WarehouseDestination
 
@@ -149,7 +149,7 @@ class _BigQuerySession(WarehouseSession):
         from google.cloud.bigquery import QueryJobConfig, ScalarQueryParameter
 
         config = QueryJobConfig(
-            query_parameters=[ScalarQueryParameter(name, _type(value), value) for name, value in (params or {}).items()]
+            query_parameters=[ScalarQueryParameter(n, typed_param(v), v) for n, v in (params or {}).items()]
         )
         self.job = self.client.query(sql, job_config=config)
         self.job.result()
@@ -173,13 +173,3 @@ class _BigQuerySession(WarehouseSession):
                     rows_deleted=int(stats.deleted_row_count or 0),
                 )
         return ApplyStats()
-
-
-def _type(value: Any) -> str:
-    if isinstance(value, datetime):
-        return "TIMESTAMP"
-    if isinstance(value, bool):
-        return "BOOL"
-    if isinstance(value, int):
-        return "INT64"
-    return "STRING"
