@@ -74,6 +74,11 @@ class FileListingSource(Protocol):
 class FileLoadingTransaction(Protocol):
     """A destination transaction that can stage a listing's files itself (in the warehouse)."""
 
+    def loads_from(self, root: str) -> bool:
+        """Whether it may load files of the store at ``root`` (a source's URI) itself: if not, the source is not
+        even listed for it."""
+        ...
+
     def load_files(
         self, listing: ChangeFileListing, primary_key: Sequence[str], sequence_column: str | None
     ) -> int | None:

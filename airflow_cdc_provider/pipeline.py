@@ -242,7 +242,7 @@ def loaded_by_destination(
     sides can; the pull it made, or ``None`` to read the changes through the worker (having staged nothing)."""
     if spec.mode != "cdc" or spec.event_time_column or not isinstance(source, FileListingSource):
         return None
-    if not isinstance(transaction, FileLoadingTransaction):
+    if not isinstance(transaction, FileLoadingTransaction) or not transaction.loads_from(source.uri):
         return None
     listing = source.list_pending(cursor)
     names = [file.path for file in listing.files]

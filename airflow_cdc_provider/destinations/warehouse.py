@@ -121,6 +121,9 @@ class WarehouseTransaction(SqlTransaction):
         d.execute(f"DROP TABLE {_REFRESH}")
         self._stage.schema = pa.schema([*self._stage.schema, *d.held(pa.schema(missing))])
 
+    def loads_from(self, root: str) -> bool:
+        return isinstance(self.dialect, WarehouseDialect) and self.dialect.store_refusal(root) is None
+
     def load_files(
         self, listing: ChangeFileListing, primary_key: Sequence[str], sequence_column: str | None
     ) -> int | None:

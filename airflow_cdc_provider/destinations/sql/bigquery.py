@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from airflow_cdc_provider.change_files import ChangeFileListing
 from airflow_cdc_provider.destinations.sql.dialect import Params
-from airflow_cdc_provider.destinations.sql.file_load import FILE, RAW, load_refusal
+from airflow_cdc_provider.destinations.sql.file_load import FILE, RAW
 from airflow_cdc_provider.destinations.sql.warehouse import (
     WarehouseDialect,
     no_column_type,
@@ -36,7 +36,6 @@ from airflow_cdc_provider.destinations.sql.warehouses import BigQueryDialect
 
 LANDING_EXPIRY = timedelta(days=1)
 _EXTERNAL = "_cdc_external"
-_BY_POSITION = ": BigQuery matches a CSV file's columns by their position, not by its header"
 # The column type for each kind of Arrow values, and the Arrow type it reads back as.
 _TYPES: dict[str, tuple[str, pa.DataType]] = {
     "bool": ("BOOL", pa.bool_()),
@@ -160,10 +159,11 @@ class BigQueryWarehouseDialect(WarehouseDialect, BigQueryDialect):
 
     # -- files loaded by BigQuery from Cloud Storage ---------------------------------------------------------------
 
-    def file_load_refusal(self, listing: ChangeFileListing) -> str | None:
-        if not self.load_from_storage:
-            return "load_from_storage=False"
-        return load_refusal(listing, self.name, clouds=("gcs",), formats=("parquet", "jsonl"), why=_BY_POSITION)
+    file_clouds, file_formats = ("gcs",), ("parquet", "jsonl")
+    formats_note = ": BigQuery matches a CSV file's columns by their position, not by its header"
+
+    def files_off(self) -> str | None:
+        return None if self.load_from_storage else "load_from_storage=False"
 
     def load_raw(self, listing: ChangeFileListing) -> None:
         # A temporary external table over the files' URIs, not a load job: only a query of an external table gives

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from airflow_cdc_provider.change_files import ChangeFileListing, StoredChangeFile
 from airflow_cdc_provider.destinations.sql.dialect import Params
-from airflow_cdc_provider.destinations.sql.file_load import FILE, RAW, load_refusal
+from airflow_cdc_provider.destinations.sql.file_load import FILE, RAW
 from airflow_cdc_provider.destinations.sql.warehouse import (
     WHITESPACE,
     WarehouseDialect,
@@ -40,7 +40,6 @@ from airflow_cdc_provider.exceptions import StagingLocationError
 
 _NOT_FOUND = "TABLE_OR_VIEW_NOT_FOUND"  # Databricks' error class for a missing table
 _COPY_FILES = 1000  # COPY INTO's limit of FILES = (...)
-_BY_POSITION = ": Databricks matches the columns of CSV files after the first by position, not by their header"
 _VOLUME = re.compile(r"^/Volumes/[^/'\\]+/[^/'\\]+/[^/'\\]+(/[^'\\]*)?$")
 # The column type for each kind of Arrow values, and the Arrow type it reads back as.
 _TYPES: dict[str, tuple[str, pa.DataType]] = {
@@ -130,11 +129,11 @@ class DatabricksWarehouseDialect(WarehouseDialect, DatabricksDialect):
 
     # -- files loaded by Databricks from their cloud paths ----------------------------------------------------------
 
-    def file_load_refusal(self, listing: ChangeFileListing) -> str | None:
-        if not self.load_from_storage:
-            return "load_from_storage=False"
-        formats = ("parquet", "jsonl")
-        return load_refusal(listing, self.name, clouds=("s3", "gcs", "azure"), formats=formats, why=_BY_POSITION)
+    file_clouds, file_formats = ("s3", "gcs", "azure"), ("parquet", "jsonl")
+    formats_note = ": Databricks matches the columns of CSV files after the first by position, not by their header"
+
+    def files_off(self) -> str | None:
+        return None if self.load_from_storage else "load_from_storage=False"
 
     def load_raw(self, listing: ChangeFileListing) -> None:
         # COPY INTO a landing Delta table (it takes no temporary table), each row with its file's path

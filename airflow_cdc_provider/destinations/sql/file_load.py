@@ -35,7 +35,7 @@ from airflow_cdc_provider.changes import (
     is_temporal,
 )
 from airflow_cdc_provider.destinations.sql.stage import STAGE
-from airflow_cdc_provider.destinations.sql.warehouse import WarehouseDialect, cloud_location, plain_literal
+from airflow_cdc_provider.destinations.sql.warehouse import WarehouseDialect
 from airflow_cdc_provider.exceptions import (
     BadChangeFileError,
     EmptyChangeFileError,
@@ -229,31 +229,6 @@ class FileLoad:
         when = f"r.{d.exact(seq)}" if seq and is_temporal(raw.field(seq).type) else "f.modified"
         columns.append(f"CAST({when} AS {d.time_type}) AS {d.quote(CHANGE_TIME)}")
         return f"SELECT {', '.join(columns)} FROM {RAW} AS r JOIN {FILES} AS f ON r.{FILE} = f.name"
-
-
-def load_refusal(
-    listing: ChangeFileListing, engine: str, *, clouds: Sequence[str], formats: Sequence[str], why: str = ""
-) -> str | None:
-    """Why ``engine`` does not load ``listing``'s files itself, by the rules the warehouses share (``None``: it
-    does): a store it reads, one format per run, one it reads by column name, and the default reading options.
-
-    :param clouds: the stores it reads (``s3``, ``gcs``, ``azure``: see :func:`.warehouse.cloud_location`).
-    :param formats: the formats it loads itself.
-    :param why: why it leaves the other formats to the worker.
-    """
-    location = cloud_location(listing.root)
-    if location is None or location[0] not in clouds:
-        return f"{engine} reads files from {', '.join(clouds)} here, not {listing.root}"
-    if len(listing.formats) != 1:
-        return "the run's files are of several formats"
-    [(fmt, _)] = listing.formats
-    if fmt not in formats:
-        return f"{engine} does not load {fmt} files itself here{why}"
-    if not listing.plain_format:
-        return "the source reads its files with options of its own (file_format=, bad_files=)"
-    if not all(plain_literal(file.path) for file in listing.files):
-        return "a file's name holds a quote, a backslash or a line break"
-    return None
 
 
 def _row(number: int | None) -> str:

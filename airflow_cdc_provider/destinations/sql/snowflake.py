@@ -22,7 +22,7 @@ import pyarrow as pa
 from airflow_cdc_provider.change_files import ChangeFileListing, StoredChangeFile
 from airflow_cdc_provider.changes import RESERVED_COLUMNS, SYSTEM_COLUMNS
 from airflow_cdc_provider.destinations.sql.dialect import Params
-from airflow_cdc_provider.destinations.sql.file_load import FILE, RAW, ROW, load_refusal
+from airflow_cdc_provider.destinations.sql.file_load import FILE, RAW, ROW
 from airflow_cdc_provider.destinations.sql.warehouse import (
     SPOOL_ROWS,
     WarehouseDialect,
@@ -83,6 +83,8 @@ class SnowflakeWarehouseDialect(WarehouseDialect, SnowflakeDialect):
     text_type = "VARCHAR"
 
     row_numbers = True  # METADATA$FILE_ROW_NUMBER
+    file_clouds = ("s3", "gcs", "azure")
+    file_formats = ("csv", "parquet", "jsonl")
 
     def __init__(self, conn: Any, stage: str | None = None) -> None:
         super().__init__()
@@ -151,10 +153,8 @@ class SnowflakeWarehouseDialect(WarehouseDialect, SnowflakeDialect):
 
     # -- files loaded by Snowflake from the external stage the user names -----------------------------------------
 
-    def file_load_refusal(self, listing: ChangeFileListing) -> str | None:
-        if self.stage is None:
-            return "no stage= names an external stage over the source's files"
-        return load_refusal(listing, self.name, clouds=("s3", "gcs", "azure"), formats=("csv", "parquet", "jsonl"))
+    def files_off(self) -> str | None:
+        return None if self.stage else "no stage= names an external stage over the source's files"
 
     def load_raw(self, listing: ChangeFileListing) -> None:
         location = self._stage_location(listing.root)

@@ -93,10 +93,35 @@ class WarehouseDialect(BoundDialect):
     # -- files loaded by the warehouse itself (see .file_load) ----------------------------------------------------
 
     row_numbers: ClassVar[bool] = False  # the raw rows of a file load carry their row number in the file
+    file_clouds: ClassVar[tuple[str, ...]] = ()  # the stores it reads (see cloud_location)
+    file_formats: ClassVar[tuple[str, ...]] = ()  # the formats it loads itself
+    formats_note: ClassVar[str] = ""  # why it leaves the other formats to the worker
+
+    def files_off(self) -> str | None:
+        """Why this destination loads no files itself at all (not configured for it), or ``None``."""
+        return f"{self.name} loads no files itself here"
+
+    def store_refusal(self, root: str) -> str | None:
+        """Why this warehouse does not load files of the store at ``root`` itself (``None``: it may)."""
+        location = cloud_location(root)
+        if location is None or location[0] not in self.file_clouds:
+            return self.files_off() or f"{self.name} reads files from {', '.join(self.file_clouds)} here, not {root}"
+        return self.files_off()
 
     def file_load_refusal(self, listing: ChangeFileListing) -> str | None:
         """Why this warehouse does not load ``listing``'s files itself (``None``: it does)."""
-        return f"{self.name} loads no files itself here"
+        if refusal := self.store_refusal(listing.root):
+            return refusal
+        if len(listing.formats) != 1:
+            return "the run's files are of several formats"
+        [(fmt, _)] = listing.formats
+        if fmt not in self.file_formats:
+            return f"{self.name} does not load {fmt} files itself here{self.formats_note}"
+        if not listing.plain_format:
+            return "the source reads its files with options of its own (file_format=, bad_files=)"
+        if not all(plain_literal(file.path) for file in listing.files):
+            return "a file's name holds a quote, a backslash or a line break"
+        return None
 
     def load_raw(self, listing: ChangeFileListing) -> None:
         """Load the files into the temporary table ``_cdc_raw``: their columns, ``_cdc_file`` (the engine's name of
