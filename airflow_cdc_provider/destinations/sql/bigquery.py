@@ -93,7 +93,7 @@ class BigQueryWarehouseDialect(WarehouseDialect, BigQueryDialect):
 
     def widen_column(self, table: str, column: str, kind: str) -> str:
         if kind not in _COERCIBLE:
-            raise self.cannot_widen(column, kind, " (it coerces INT64 to FLOAT64 only)")
+            raise self.cannot_widen(kind, " (it coerces INT64 to FLOAT64 only)")
         return f"ALTER TABLE {table} ALTER COLUMN {column} SET DATA TYPE {kind}"
 
     def seconds_ago(self, seconds: str) -> str:

@@ -92,7 +92,7 @@ class DatabricksWarehouseDialect(WarehouseDialect, DatabricksDialect):
         return pa.schema([pa.field(field.name, _databricks_type(field)[1]) for field in schema])
 
     def widen_column(self, table: str, column: str, kind: str) -> str:
-        raise self.cannot_widen(column, kind, " (unless the table has delta.enableTypeWidening)")
+        raise self.cannot_widen(kind, " (unless the table has delta.enableTypeWidening)")
 
     def seconds_ago(self, seconds: str) -> str:
         return f"TIMESTAMPADD(MICROSECOND, -CAST({seconds} * 1000000 AS BIGINT), current_timestamp())"

@@ -101,7 +101,7 @@ class SnowflakeWarehouseDialect(WarehouseDialect, SnowflakeDialect):
         return pa.schema([pa.field(field.name, _snowflake_type(field)[1]) for field in schema])
 
     def widen_column(self, table: str, column: str, kind: str) -> str:
-        raise self.cannot_widen(column, kind, " (it changes a NUMBER's precision or a VARCHAR's length only)")
+        raise self.cannot_widen(kind, " (it changes a NUMBER's precision or a VARCHAR's length only)")
 
     def seconds_ago(self, seconds: str) -> str:
         return f"DATEADD(microsecond, -CAST({seconds} * 1000000 AS BIGINT), CURRENT_TIMESTAMP())"

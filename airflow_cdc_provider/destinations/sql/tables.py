@@ -51,7 +51,14 @@ def evolve(
         dialect.check_name(field.name, f"column {field.name!r} of {origin}")
         dialect.execute(f"ALTER TABLE {table} ADD COLUMN {dialect.quote(field.name)} {types[field.name]}")
     for field in changes.widened:
-        dialect.execute(dialect.widen_column(table, dialect.quote(field.name), types[field.name]))
+        try:
+            statement = dialect.widen_column(table, dialect.quote(field.name), types[field.name])
+        except SchemaChangeError as err:  # an engine that cannot make this change in place
+            old = existing.field(field.name).type
+            raise SchemaChangeError(
+                f"{origin}: column {field.name!r} would widen from {old} to {field.type}: {err}"
+            ) from None
+        dialect.execute(statement)
     return changed(existing, changes)
 
 

@@ -6,7 +6,7 @@ and Databricks SQL has no multi-statement transaction. So the transaction opens 
 start (:meth:`~.dialect.BoundDialect.writes_start`), after every DDL of the run (the stage, the table created or
 evolved, the net effect's temporary table), and holds the writes to the table, its tombstones and the checkpoint.
 A DDL statement after that point would break the transaction: it fails before it is sent. A full refresh's
-emptying of the table waits for the transaction (or, where the upsert is a ``MERGE``, is that ``MERGE``'s).
+emptying of the table is the transaction's first write (without a transaction, Databricks', the run's ``MERGE``).
 
 What this costs, said in each destination's documentation: the DDL of a run that then fails stays done (a table
 created, a column added, null in every row); the rows and the checkpoint are as they were.
@@ -18,6 +18,7 @@ import contextlib
 import os
 import re
 import tempfile
+from abc import abstractmethod
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, ClassVar
@@ -49,9 +50,9 @@ class WarehouseDialect(BoundDialect):
         self._wanted = self._open = False
         self._empty: str | None = None
 
+    @abstractmethod
     def send(self, sql: str, params: Params | None = None) -> int:
         """Run one statement on the session; return the rows it affected."""
-        raise NotImplementedError
 
     def execute(self, sql: str, params: Params | None = None) -> int:
         if self._open and _DDL.match(sql):
@@ -144,11 +145,11 @@ class WarehouseDialect(BoundDialect):
         """A column of a loaded file, quoted exactly as the file names it."""
         return self.quote(name)
 
-    def cannot_widen(self, column: str, kind: str, remedy: str = "") -> SchemaChangeError:
-        """The error of a type change the engine cannot make in place."""
+    def cannot_widen(self, kind: str, remedy: str = "") -> SchemaChangeError:
+        """The error of a change of a column to type ``kind`` that the engine cannot make in place."""
         return SchemaChangeError(
-            f"column {column} would widen to {kind}, which {self.name} cannot do to an existing column in place"
-            f"{remedy}; convert the column at the source, or run a full refresh to rebuild the table"
+            f"{self.name} cannot change an existing column to {kind} in place{remedy}; convert the column at the "
+            "source, or run a full refresh to rebuild the table"
         )
 
 
