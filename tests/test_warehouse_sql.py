@@ -276,7 +276,9 @@ def test_an_integer_column_widens_to_double_where_the_engine_can(kind: str, tmp_
         feed.sync()
         assert feed.table() == {1: {"id": 1, "n": 5.0}, 2: {"id": 2, "n": 2.5}}
         return
-    message = r"table (ds\.)?items: column 'n' would widen from int64 to double: \w+ cannot change an existing column to"
+    message = (
+        r"table (ds\.)?items: column 'n' would widen from int64 to double: \w+ cannot change an existing column to"
+    )
     with pytest.raises(SchemaChangeError, match=message):
         feed.sync()
     assert feed.state() == before

@@ -9,14 +9,19 @@ passes through the worker, and the table equals the model over two runs.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from airflow_cdc_provider.pipeline import SyncSpec, run_sync
-from tests.test_files_stores import BUCKET, apply_to_model, change_file, gcs_emulator, gcs_store, moto_server, s3_store  # noqa: F401 (fixtures)
+from tests import test_files_stores
+from tests.test_files_stores import BUCKET, apply_to_model, change_file, gcs_store, s3_store
 from tests.warehouses import WarehouseTarget
+
+gcs_emulator = test_files_stores.gcs_emulator  # its fixture, for this module too
 
 SPEC = SyncSpec("stores", primary_key=("id",))
 RUNS = [
@@ -27,6 +32,32 @@ RUNS = [
     [("b/003.parquet", [{"op": "d", "id": 1}, {"op": "u", "id": 6, "name": "six", "n": 6}])],
 ]
 LOADS = {"snowflake": "COPY INTO _cdc_raw", "bigquery": "FROM _cdc_external", "databricks": "COPY INTO "}
+
+
+@pytest.fixture(scope="module")
+def moto_server() -> Iterator[dict[str, str]]:
+    """moto's S3 server, without the IAM authentication of test_files_stores' (moto's backends are per process, so
+    that server's IAM user exists already; the hooks' credentials here are only carried)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    moto = {"url": f"http://{host}:{port}", "key": "cdc-warehouse", "secret": "cdc-warehouse"}
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto["url"],
+        region_name="us-east-1",
+        aws_access_key_id=moto["key"],
+        aws_secret_access_key=moto["secret"],
+    )
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+        s3.create_bucket(Bucket=BUCKET)
+    try:
+        yield moto
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -57,7 +88,7 @@ def check_two_runs(target: WarehouseTarget, store: Any, root: str, **options: An
     assert not any(sql.startswith(("PUT ", "(load job")) for sql in target.recorder.statements)
 
 
-def test_s3_files_loaded_by_snowflake_through_a_stage(moto_server: dict[str, str], monkeypatch: Any) -> None:  # noqa: F811
+def test_s3_files_loaded_by_snowflake_through_a_stage(moto_server: dict[str, str], monkeypatch: Any) -> None:
     prefix = f"snowflake-{uuid.uuid4().hex[:8]}"
     store = s3_store(moto_server, monkeypatch, prefix)
     target = WarehouseTarget("snowflake", from_storage=True)
@@ -66,7 +97,7 @@ def test_s3_files_loaded_by_snowflake_through_a_stage(moto_server: dict[str, str
     check_two_runs(target, store, f"s3://{BUCKET}/{prefix}", stage=f"@LANDING_STAGE/{prefix}/")
 
 
-def test_s3_files_loaded_by_databricks(moto_server: dict[str, str], monkeypatch: Any) -> None:  # noqa: F811
+def test_s3_files_loaded_by_databricks(moto_server: dict[str, str], monkeypatch: Any) -> None:
     prefix = f"databricks-{uuid.uuid4().hex[:8]}"
     store = s3_store(moto_server, monkeypatch, prefix)
     target = WarehouseTarget("databricks", from_storage=True)
@@ -79,7 +110,7 @@ def test_s3_files_loaded_by_databricks(moto_server: dict[str, str], monkeypatch:
     )
 
 
-def test_gcs_files_loaded_by_bigquery(gcs_emulator: dict[str, Any], monkeypatch: Any) -> None:  # noqa: F811
+def test_gcs_files_loaded_by_bigquery(gcs_emulator: dict[str, Any], monkeypatch: Any) -> None:
     from google.cloud import storage
 
     prefix = f"bigquery-{uuid.uuid4().hex[:8]}"
