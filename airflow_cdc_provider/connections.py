@@ -50,14 +50,24 @@ class ProviderHookMixin:
 
 
 @contextlib.contextmanager
-def closing_cursor(sql_hook: Any) -> Iterator[Any]:
-    """A cursor on a new connection of a DB-API provider hook; cursor and connection are closed after."""
+def closing_connection(sql_hook: Any) -> Iterator[Any]:
+    """A new connection of a DB-API provider hook, closed after. The Databricks hook keeps its connection and would
+    hand the closed one out again: it is made to forget it, so the next use opens a new one."""
     conn = sql_hook.get_conn()
     try:
+        yield conn
+    finally:
+        conn.close()
+        if getattr(sql_hook, "_sql_conn", None) is conn:
+            sql_hook._sql_conn = None
+
+
+@contextlib.contextmanager
+def closing_cursor(sql_hook: Any) -> Iterator[Any]:
+    """A cursor on a new connection of a DB-API provider hook; cursor and connection are closed after."""
+    with closing_connection(sql_hook) as conn:
         cursor = conn.cursor()
         try:
             yield cursor
         finally:
             cursor.close()
-    finally:
-        conn.close()

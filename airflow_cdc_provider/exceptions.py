@@ -178,3 +178,13 @@ class FileGoneError(ChangeFeedError):
     def __init__(self, path: str, version: int) -> None:
         super().__init__(f"{path} (needed by version {version}) is not in the table's storage")
         self.path, self.version = path, version
+
+
+class WarehouseOptionError(ChangeFeedError, ValueError):
+    """A destination option that the warehouse destination does not offer (soft deletes, history, partial updates
+    on Snowflake, BigQuery and Databricks); refused when the destination is built, before anything runs."""
+
+
+class StagingLocationError(ChangeFeedError, ValueError):
+    """A warehouse destination needs a place to stage rows or read files that it was not given (a Databricks
+    volume, a Snowflake stage), or the place it was given does not point where the source's files are."""

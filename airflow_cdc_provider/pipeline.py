@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 
+from airflow_cdc_provider.change_files import FileListingSource, FileLoadingTransaction
 from airflow_cdc_provider.change_query import PushDownSource
 from airflow_cdc_provider.changes import (
     CHANGE_SEQUENCE,
@@ -28,7 +29,7 @@ from airflow_cdc_provider.changes import (
     check_sequence,
     with_event_time,
 )
-from airflow_cdc_provider.destinations.base import ApplyStats, Destination
+from airflow_cdc_provider.destinations.base import ApplyStats, Destination, DestinationTransaction
 from airflow_cdc_provider.destinations.pushdown import PushDownTableDestination
 from airflow_cdc_provider.exceptions import PushDownOptionError
 from airflow_cdc_provider.hooks.base import ChangeFeed, ChangePull
@@ -176,32 +177,26 @@ def run_sync(
         if full_refresh:
             checkpoint = None
             transaction.clear()
-        pull = source.pull(checkpoint["source"] if checkpoint else None, spec.primary_key)
-        reading.callback(pull.close)  # a run that fails before the end releases what the read holds, at once
-        logger.info(
-            "Stream %s: %s %s to apply from %s%s",
-            spec.stream_id,
-            pull.units_total,
-            pull.unit,
-            source.uri,
-            _preview(pull.names),
-        )
-        batches: Iterable[pa.RecordBatch] = _Progress(pull, logger, summary)
-        order_by: Sequence[str] = (CHANGE_SEQUENCE,)
+        cursor = checkpoint["source"] if checkpoint else None
         newer = None
-        if spec.mode == "incremental":
-            assert spec.timestamp_column is not None
-            newer = NewerThan(spec.timestamp_column, checkpoint.get("high_water") if checkpoint else None)
-            batches = newer(batches)
-            order_by = (spec.timestamp_column, CHANGE_SEQUENCE)
-        if spec.sequence_column:
-            batches = check_sequence(batches, spec.sequence_column)
-            order_by = (spec.sequence_column, CHANGE_SEQUENCE)
-        if spec.event_time_column:
-            batches = with_event_time(batches, spec.event_time_column)
-        elif spec.sequence_column:
-            batches = with_event_time(batches, spec.sequence_column, if_times=True)
-        transaction.stage(batches)
+        pull = loaded_by_destination(source, transaction, cursor, spec, summary, logger)
+        if pull is None:
+            pull = source.pull(cursor, spec.primary_key)
+            reading.callback(pull.close)  # a run that fails before the end releases what the read holds, at once
+            _log_pull(spec, source, pull, logger)
+            batches: Iterable[pa.RecordBatch] = _Progress(pull, logger, summary)
+            if spec.mode == "incremental":
+                assert spec.timestamp_column is not None
+                newer = NewerThan(spec.timestamp_column, checkpoint.get("high_water") if checkpoint else None)
+                batches = newer(batches)
+            if spec.sequence_column:
+                batches = check_sequence(batches, spec.sequence_column)
+            if spec.event_time_column:
+                batches = with_event_time(batches, spec.event_time_column)
+            elif spec.sequence_column:
+                batches = with_event_time(batches, spec.sequence_column, if_times=True)
+            transaction.stage(batches)
+        order_by = _order_by(spec)
         stats = transaction.apply(spec.primary_key, order_by, sequence_column=spec.sequence_column)
         if stats.rows_skipped_stale:
             logger.info(
@@ -235,6 +230,55 @@ def run_sync(
         summary.seconds,
     )
     return summary
+
+
+def loaded_by_destination(
+    source: ChangeFeed,
+    transaction: DestinationTransaction,
+    cursor: dict[str, Any] | None,
+    spec: SyncSpec,
+    summary: SyncSummary,
+    logger: Log = log,
+) -> ChangePull | None:
+    """Stage the run's files by the destination itself, straight from the source's store (a warehouse), when both
+    sides can; the pull it made, or ``None`` to read the changes through the worker (having staged nothing)."""
+    if spec.mode != "cdc" or spec.event_time_column or not isinstance(source, FileListingSource):
+        return None
+    if not isinstance(transaction, FileLoadingTransaction) or not transaction.loads_from(source.uri):
+        return None
+    listing = source.list_pending(cursor)
+    names = [file.path for file in listing.files]
+    pull = ChangePull(iter(()), listing.end_cursor, len(names), names=names, after_commit=listing.after_commit)
+    if not listing.files:
+        _log_pull(spec, source, pull, logger)
+        return pull
+    rows = transaction.load_files(listing, spec.primary_key, spec.sequence_column)
+    if rows is None:
+        return None
+    summary.rows_read, pull.units_done = rows, len(names)
+    _log_pull(spec, source, pull, logger, " (loaded by the destination itself, no row through the worker)")
+    return pull
+
+
+def _log_pull(spec: SyncSpec, source: ChangeFeed, pull: ChangePull, logger: Log, how: str = "") -> None:
+    logger.info(
+        "Stream %s: %s %s to apply from %s%s%s",
+        spec.stream_id,
+        pull.units_total,
+        pull.unit,
+        source.uri,
+        how,
+        _preview(pull.names),
+    )
+
+
+def _order_by(spec: SyncSpec) -> Sequence[str]:
+    """The order of the changes of a key: the sequence or timestamp column when there is one, then the source's."""
+    if spec.sequence_column:
+        return (spec.sequence_column, CHANGE_SEQUENCE)
+    if spec.mode == "incremental" and spec.timestamp_column:
+        return (spec.timestamp_column, CHANGE_SEQUENCE)
+    return (CHANGE_SEQUENCE,)
 
 
 def can_push_down(source: object, destination: object) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 _SNOWFLAKE_UNQUOTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
@@ -31,9 +31,12 @@ def column_list(names: Iterable[str], prefix: str = "") -> str:
     return ", ".join(prefix + quote_identifier(name) for name in names)
 
 
-def key_match(left: str, right: str, keys: Iterable[str]) -> str:
-    """The join condition ``left."k1" = right."k1" AND ...`` between two aliases on the key columns."""
-    return " AND ".join(f"{left}.{quote_identifier(k)} = {right}.{quote_identifier(k)}" for k in keys)
+def key_match(left: str, right: str, keys: Iterable[str], quote: Callable[[str], str] = quote_identifier) -> str:
+    """The join condition ``left."k1" = right."k1" AND ...`` between two aliases on the key columns.
+
+    :param quote: the engine's identifier quoting (BigQuery and Databricks back-quote).
+    """
+    return " AND ".join(f"{left}.{quote(k)} = {right}.{quote(k)}" for k in keys)
 
 
 def snowflake_name_parts(name: str) -> list[str]:

@@ -32,3 +32,30 @@ def test_example_dag_is_sensor_then_sync(dag_id: str) -> None:
     assert wait.deferrable and wait.downstream_task_ids == {"sync_customers"}
     assert wait.source is sync.source and wait.destination is sync.destination
     assert f"Connection: ``{CONNECTIONS[dag_id]}``" in (dag.doc_md or "")
+
+
+WAREHOUSES = {
+    "cdc_s3_snowflake": ("aws_default", "snowflake_default", "USAGE"),
+    "cdc_gcs_bigquery": ("google_cloud_default", "storage.objects.get"),
+    "cdc_s3_databricks": ("aws_default", "databricks_default", "READ FILES"),
+}
+
+
+@pytest.mark.parametrize("dag_id", sorted(WAREHOUSES))
+def test_warehouse_example_dag_has_the_warehouse_load_the_files(dag_id: str) -> None:
+    """S3 -> Snowflake, GCS -> BigQuery, S3 -> Databricks: the files are loaded where they lie (not push-down, a
+    source that names its files, a store the warehouse reads), and the doc names the connections and permissions."""
+    from airflow_cdc_provider.change_files import FileListingSource
+    from airflow_cdc_provider.destinations.sql.warehouse import cloud_location
+    from airflow_cdc_provider.pipeline import can_push_down
+
+    bag = DagBag(str(EXAMPLES / f"{dag_id}.py"))
+    assert bag.import_errors == {} and list(bag.dags) == [dag_id]
+    dag = bag.dags[dag_id]
+    wait, sync = dag.get_task("wait_for_change_files"), dag.get_task("sync_orders")
+    assert isinstance(sync, ChangeSyncOperator) and wait.downstream_task_ids == {"sync_orders"}
+    source, destination = sync.source, sync.destination
+    assert isinstance(source, FileListingSource) and not can_push_down(source, destination)
+    assert cloud_location(source.uri) is not None
+    assert getattr(destination, "stage", None) or getattr(destination, "load_from_storage", False)
+    assert all(f"{needed}" in (dag.doc_md or "") for needed in WAREHOUSES[dag_id])

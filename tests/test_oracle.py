@@ -13,6 +13,7 @@ that works per run (one transaction time per run; a run's changes to a key colla
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from airflow_cdc_provider.hooks.base import ChangeFeed
 from airflow_cdc_provider.hooks.local import LocalChangeFeedHook
 from airflow_cdc_provider.pipeline import SyncSpec, SyncSummary, run_sync
 from tests.changefiles import FORMATS, write_change_file
@@ -167,11 +169,17 @@ def test_table_equals_model_after_every_run_and_no_file_applies_twice(targets: T
     check()
 
 
-def check_history(target: Target, history: list[tuple[list[FileSpec], bool]]) -> None:
+def check_history(
+    target: Target,
+    history: list[tuple[list[FileSpec], bool]],
+    source_type: Callable[[str], ChangeFeed] = LocalChangeFeedHook,
+) -> None:
+    """Run ``history`` into ``target``, checking the table, counts and files after each run; ``source_type`` makes
+    the source from the feed's folder (the local folder, or a store standing for one)."""
     with tempfile.TemporaryDirectory(prefix="cdc-oracle-") as tmp:
         feed = Path(tmp, "feed")
         feed.mkdir()
-        source = LocalChangeFeedHook(str(feed))
+        source = source_type(str(feed))
         destination = target.destination(TABLE)
         model: Model = {}
         landed: list[FileSpec] = []

@@ -18,11 +18,12 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
+from airflow_cdc_provider.change_query import ChangeQuery
 from airflow_cdc_provider.destinations.bigquery import BigQueryDestination
 from airflow_cdc_provider.exceptions import ConcurrentSyncError, PushDownOnlyError
 from airflow_cdc_provider.hooks.bigquery import BigQueryChangeFeedHook
 from airflow_cdc_provider.hooks.local import LocalChangeFeedHook
-from airflow_cdc_provider.pipeline import SyncSpec, compact_cursor, run_sync
+from airflow_cdc_provider.pipeline import SyncSpec, can_push_down, compact_cursor, run_sync
 from tests.tables_fakes import FakeBigQueryService, FakeSourceTable, FakeVendorService, FakeWarehouseOnDuckDB, render
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -78,10 +79,14 @@ def _target(warehouse: FakeWarehouseOnDuckDB) -> dict[int, str]:
     return dict(warehouse.con.execute("SELECT id, name FROM ds.target").fetchall())
 
 
-def test_tables_pushdown_bigquery_refuses_other_sources(tmp_path: Path) -> None:
-    _, destination = _pair(FakeVendorService())
+def test_tables_pushdown_bigquery_takes_only_its_own_engines_query(tmp_path: Path) -> None:
+    """Another source takes the merge engine (tests/test_warehouse_*.py); push-down, its own engine's query only."""
+    hook, destination = _pair(FakeVendorService())
+    assert can_push_down(hook, destination)
+    assert not can_push_down(LocalChangeFeedHook(str(tmp_path)), destination)
+    query = ChangeQuery("snowflake", "SELECT 1", {}, {}, '"T"', "a Snowflake table")
     with pytest.raises(PushDownOnlyError, match=r"BigQueryDestination\('ds.target'\)"):
-        run_sync(LocalChangeFeedHook(str(tmp_path)), destination, SPEC)
+        destination.apply_query("s", query, ["id"], {}, None)
 
 
 def test_tables_pushdown_bigquery_script_quoting_and_transaction() -> None:

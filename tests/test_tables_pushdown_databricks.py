@@ -16,11 +16,12 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
+from airflow_cdc_provider.change_query import ChangeQuery
 from airflow_cdc_provider.destinations.databricks import DatabricksDestination
 from airflow_cdc_provider.exceptions import ConcurrentSyncError, PushDownOnlyError
 from airflow_cdc_provider.hooks.databricks import DatabricksChangeFeedHook
 from airflow_cdc_provider.hooks.local import LocalChangeFeedHook
-from airflow_cdc_provider.pipeline import SyncSpec, run_sync
+from airflow_cdc_provider.pipeline import SyncSpec, can_push_down, run_sync
 from tests.tables_fakes import (
     Affected,
     FakeDatabricksService,
@@ -76,10 +77,14 @@ def _target(warehouse: FakeWarehouseOnDuckDB) -> dict[int, str]:
     return dict(warehouse.con.execute("SELECT id, name FROM s.target").fetchall())
 
 
-def test_tables_pushdown_databricks_refuses_other_sources(tmp_path: Path) -> None:
-    _, destination = _pair(FakeVendorService())
+def test_tables_pushdown_databricks_takes_only_its_own_engines_query(tmp_path: Path) -> None:
+    """Another source takes the merge engine (tests/test_warehouse_*.py); push-down, its own engine's query only."""
+    hook, destination = _pair(FakeVendorService())
+    assert can_push_down(hook, destination)
+    assert not can_push_down(LocalChangeFeedHook(str(tmp_path)), destination)
+    query = ChangeQuery("snowflake", "SELECT 1", {}, {}, '"T"', "a Snowflake table")
     with pytest.raises(PushDownOnlyError, match=r"DatabricksDestination\('s.target'\)"):
-        run_sync(LocalChangeFeedHook(str(tmp_path)), destination, SPEC)
+        destination.apply_query("s", query, ["id"], {}, None)
     with pytest.raises(ValueError, match="invalid"):
         _ = DatabricksDestination("s.t`; DROP TABLE x").quoted_table
 

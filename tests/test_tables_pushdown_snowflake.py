@@ -20,6 +20,7 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
+from airflow_cdc_provider.change_query import ChangeQuery
 from airflow_cdc_provider.changes import net_effect_query
 from airflow_cdc_provider.destinations.snowflake import SnowflakeDestination
 from airflow_cdc_provider.destinations.sql.merge import merge_into
@@ -79,11 +80,13 @@ def _sync(
 
 
 def test_tables_pushdown_snowflake_is_chosen_only_for_the_same_engine(tmp_path: Path) -> None:
+    """Another source takes the merge engine (tests/test_warehouse_*.py); push-down, its own engine's query only."""
     hook, destination = _pair(FakeVendorService())
     assert can_push_down(hook, destination)
     assert not can_push_down(LocalChangeFeedHook(str(tmp_path)), destination)
+    query = ChangeQuery("bigquery", "SELECT 1", {}, {}, "`ds`.`t`", "a BigQuery table")
     with pytest.raises(PushDownOnlyError, match=r"SnowflakeDestination\('target'\).*Snowflake change feed hook"):
-        run_sync(LocalChangeFeedHook(str(tmp_path)), destination, SPEC)
+        destination.apply_query("s", query, ["ID"], {}, None)
 
 
 def test_tables_pushdown_net_effect_is_the_pipelines_own() -> None:

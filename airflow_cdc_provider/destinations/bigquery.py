@@ -31,28 +31,43 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow_cdc_provider.destinations.base import ApplyStats, Checkpoint
-from airflow_cdc_provider.destinations.pushdown import PushDownRun, PushDownTableDestination, WarehouseSession
+from airflow_cdc_provider.destinations.base import ApplyStats, Checkpoint, TableOptions
+from airflow_cdc_provider.destinations.pushdown import PushDownRun, WarehouseSession
+from airflow_cdc_provider.destinations.sql.bigquery import BigQueryWarehouseDialect
 from airflow_cdc_provider.destinations.sql.checkpoints import EXPECTED, STREAM_ID
+from airflow_cdc_provider.destinations.sql.warehouse import typed_param
 from airflow_cdc_provider.destinations.sql.warehouses import BigQueryDialect
+from airflow_cdc_provider.destinations.warehouse import WarehouseDestination
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 MOVED = "cdc: another run moved the checkpoint"
 
 
-class BigQueryDestination(PushDownTableDestination):
-    """A BigQuery table kept in sync from a BigQuery change feed by one ``MERGE`` inside BigQuery.
+class BigQueryDestination(WarehouseDestination):
+    """A BigQuery table kept in sync with any source.
 
-    Pair it with :class:`~airflow_cdc_provider.hooks.bigquery.BigQueryChangeFeedHook`: ``run_sync`` then pushes the
-    whole sync down, in one multi-statement transaction (no rows through the worker). The script runs on this
-    destination's connection, which must be able to read the source table. Other sources are refused.
+    From :class:`~airflow_cdc_provider.hooks.bigquery.BigQueryChangeFeedHook` (a table of BigQuery), ``run_sync``
+    pushes the whole sync down: one ``MERGE`` in one multi-statement transaction, no rows through the worker; the
+    script runs on this destination's connection, which must be able to read the source table. From any other source
+    the changes are staged in a temporary table of a BigQuery session (bulk-loaded by a load job) and merged by the
+    merge engine, the table and the checkpoint written in one transaction of that session (see
+    :mod:`airflow_cdc_provider.destinations.sql.bigquery`); the table is created from the first changes and evolves
+    by the schema rule.
 
     :param table: ``dataset.table`` or ``project.dataset.table``. Templated.
     :param gcp_conn_id: the Airflow connection to Google Cloud.
     :param location: the BigQuery location of the datasets, when not the connection's default.
     :param checkpoint_table: where stream checkpoints are kept, in the target's dataset unless qualified.
+    :param load_from_storage: change files of a Cloud Storage source (``GCSChangeFeedHook``), Parquet or JSON Lines,
+        are loaded by BigQuery itself (a query of a temporary external table over their ``gs://`` URIs), no row
+        through the worker; the connection's principal needs ``storage.objects.get`` on the bucket. ``False``: every
+        source's rows go through the worker.
+    :param options: ``on_schema_change``, ``allow_string``, ``tombstone_retention``: see
+        :class:`~airflow_cdc_provider.destinations.warehouse.WarehouseDestination`.
     """
 
     engine = "bigquery"
@@ -70,11 +85,23 @@ class BigQueryDestination(PushDownTableDestination):
         *,
         location: str | None = None,
         checkpoint_table: str = "_cdc_checkpoints",
+        load_from_storage: bool = True,
+        **options: Unpack[TableOptions],
     ) -> None:
-        self.table = table
+        super().__init__(table, checkpoint_table=checkpoint_table, **options)
         self.gcp_conn_id = gcp_conn_id
         self.location = location
-        self.checkpoint_table = checkpoint_table
+        self.load_from_storage = load_from_storage
+
+    @contextlib.contextmanager
+    def connect(self, stream_id: str | None) -> Iterator[BigQueryWarehouseDialect]:
+        client = self.provider_hook.get_client(location=self.location)
+        dataset = self.table.rpartition(".")[0]
+        dialect = BigQueryWarehouseDialect(client, dataset, self.location, load_from_storage=self.load_from_storage)
+        try:
+            yield dialect
+        finally:
+            dialect.close()
 
     def provider_hook_kwargs(self) -> dict[str, Any]:
         return {"location": self.location, "use_legacy_sql": False}
@@ -122,7 +149,7 @@ class _BigQuerySession(WarehouseSession):
         from google.cloud.bigquery import QueryJobConfig, ScalarQueryParameter
 
         config = QueryJobConfig(
-            query_parameters=[ScalarQueryParameter(name, _type(value), value) for name, value in (params or {}).items()]
+            query_parameters=[ScalarQueryParameter(n, typed_param(v), v) for n, v in (params or {}).items()]
         )
         self.job = self.client.query(sql, job_config=config)
         self.job.result()
@@ -146,13 +173,3 @@ class _BigQuerySession(WarehouseSession):
                     rows_deleted=int(stats.deleted_row_count or 0),
                 )
         return ApplyStats()
-
-
-def _type(value: Any) -> str:
-    if isinstance(value, datetime):
-        return "TIMESTAMP"
-    if isinstance(value, bool):
-        return "BOOL"
-    if isinstance(value, int):
-        return "INT64"
-    return "STRING"

@@ -30,30 +30,50 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_cdc_provider.change_query import ChangeQuery
-from airflow_cdc_provider.destinations.base import ApplyStats
-from airflow_cdc_provider.destinations.pushdown import PushDownRun, PushDownTableDestination, WarehouseSession
+from airflow_cdc_provider.connections import closing_connection
+from airflow_cdc_provider.destinations.base import ApplyStats, TableOptions
+from airflow_cdc_provider.destinations.pushdown import PushDownRun, WarehouseSession
 from airflow_cdc_provider.destinations.sql.checkpoints import STREAM_ID
+from airflow_cdc_provider.destinations.sql.databricks import DatabricksWarehouseDialect
 from airflow_cdc_provider.destinations.sql.merge import merge_into
 from airflow_cdc_provider.destinations.sql.warehouses import DatabricksDialect
+from airflow_cdc_provider.destinations.warehouse import WarehouseDestination
 from airflow_cdc_provider.exceptions import ConcurrentSyncError
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
-class DatabricksDestination(PushDownTableDestination):
-    """A Databricks Delta table kept in sync from a Databricks change data feed by one ``MERGE`` in Databricks.
 
-    Pair it with :class:`~airflow_cdc_provider.hooks.databricks.DatabricksChangeFeedHook`; other sources are
-    refused. No multi-statement transaction exists on Databricks: see the module docstring for how a crash stays
-    safe and for the limit on concurrent runs of one stream.
+class DatabricksDestination(WarehouseDestination):
+    """A Databricks Delta table kept in sync with any source.
+
+    From :class:`~airflow_cdc_provider.hooks.databricks.DatabricksChangeFeedHook` (a table of Databricks),
+    ``run_sync`` pushes the whole sync down: one ``MERGE`` in Databricks, no rows through the worker. From any other
+    source the changes are staged in a temporary table (uploaded to ``staging_volume`` and read with ``read_files``)
+    and merged by the merge engine (see :mod:`airflow_cdc_provider.destinations.sql.databricks`); the table is
+    created from the first changes and evolves by the schema rule. No multi-statement transaction exists on
+    Databricks: see the module docstring for how a crash stays safe and for the limit on concurrent runs of one
+    stream.
 
     :param table: ``catalog.schema.table`` (or shorter, in the connection's defaults). Templated.
     :param databricks_conn_id: the Airflow connection to Databricks.
     :param http_path: the SQL warehouse's HTTP path, if not in the connection.
     :param sql_endpoint_name: the SQL warehouse's name, instead of ``http_path``.
     :param checkpoint_table: where stream checkpoints are kept, in the target's schema unless qualified.
+    :param staging_volume: ``/Volumes/<catalog>/<schema>/<volume>``: a Unity Catalog volume the connection may
+        write, where rows read by the worker are uploaded to be loaded (and removed after). Templated.
+    :param load_from_storage: change files of an S3, GCS or Azure source, Parquet or JSON Lines, are loaded by
+        Databricks itself (``COPY INTO … FILES = (…)`` from their cloud path), no row through the worker; the
+        connection needs ``READ FILES`` on an external location over the source's folder, and ``CREATE TABLE`` in the
+        table's schema (the files land in a table there for a moment). ``False``: every source's rows go through the
+        worker.
+    :param options: ``on_schema_change``, ``allow_string``, ``tombstone_retention``: see
+        :class:`~airflow_cdc_provider.destinations.warehouse.WarehouseDestination`.
     """
 
     engine = "databricks"
@@ -63,7 +83,7 @@ class DatabricksDestination(PushDownTableDestination):
     provider_hook_class = "airflow.providers.databricks.hooks.databricks_sql.DatabricksSqlHook"
     provider_conn_arg = "databricks_conn_id"
     merge_counts: ClassVar[tuple[str, str, str]] = ("num_inserted_rows", "num_updated_rows", "num_deleted_rows")
-    template_fields = ("table", "databricks_conn_id")
+    template_fields = ("table", "databricks_conn_id", "staging_volume")
 
     def __init__(
         self,
@@ -73,15 +93,35 @@ class DatabricksDestination(PushDownTableDestination):
         http_path: str | None = None,
         sql_endpoint_name: str | None = None,
         checkpoint_table: str = "_cdc_checkpoints",
+        staging_volume: str | None = None,
+        load_from_storage: bool = True,
+        **options: Unpack[TableOptions],
     ) -> None:
-        self.table = table
+        super().__init__(table, checkpoint_table=checkpoint_table, **options)
         self.databricks_conn_id = databricks_conn_id
         self.http_path = http_path
         self.sql_endpoint_name = sql_endpoint_name
-        self.checkpoint_table = checkpoint_table
+        self.staging_volume = staging_volume
+        self.load_from_storage = load_from_storage
 
     def provider_hook_kwargs(self) -> dict[str, Any]:
-        return {"http_path": self.http_path, "sql_endpoint_name": self.sql_endpoint_name}
+        # The connector uploads to a volume only files under staging_allowed_local_path.
+        return {
+            "http_path": self.http_path,
+            "sql_endpoint_name": self.sql_endpoint_name,
+            "staging_allowed_local_path": tempfile.gettempdir(),
+        }
+
+    @contextlib.contextmanager
+    def connect(self, stream_id: str | None) -> Iterator[DatabricksWarehouseDialect]:
+        with closing_connection(self.provider_hook) as conn:
+            yield DatabricksWarehouseDialect(
+                conn,
+                self.staging_volume,
+                tempfile.gettempdir(),
+                landing_schema=self.table.rpartition(".")[0],
+                load_from_storage=self.load_from_storage,
+            )
 
     @contextlib.contextmanager
     def session(self) -> Iterator[WarehouseSession]:

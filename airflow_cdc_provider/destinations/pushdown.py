@@ -125,11 +125,15 @@ class PushDownTableDestination(ProviderHookMixin, Destination):
         return self.dialect.table(self.table)
 
     @property
-    def quoted_checkpoints(self) -> str:
+    def checkpoint_name(self) -> str:
         """The checkpoint table, in the target's schema (or dataset) unless ``checkpoint_table`` is qualified."""
         if "." in self.checkpoint_table:
-            return self.dialect.table(self.checkpoint_table)
-        return self.dialect.table(".".join([*self.table.split(".")[:-1], self.checkpoint_table]))
+            return self.checkpoint_table
+        return ".".join([*self.table.split(".")[:-1], self.checkpoint_table])
+
+    @property
+    def quoted_checkpoints(self) -> str:
+        return self.dialect.table(self.checkpoint_name)
 
     @property
     def checkpoints(self) -> CheckpointTable:

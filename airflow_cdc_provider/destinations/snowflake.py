@@ -33,25 +33,41 @@ so ``primary_key`` is written as Snowflake stores it (usually upper case: ``["ID
 from __future__ import annotations
 
 import contextlib
-from typing import ClassVar
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, ClassVar
 
-from airflow_cdc_provider.destinations.base import ApplyStats
-from airflow_cdc_provider.destinations.pushdown import PushDownRun, PushDownTableDestination, WarehouseSession
+from airflow_cdc_provider.destinations.base import ApplyStats, TableOptions
+from airflow_cdc_provider.destinations.pushdown import PushDownRun, WarehouseSession
+from airflow_cdc_provider.destinations.sql.snowflake import SnowflakeWarehouseDialect
 from airflow_cdc_provider.destinations.sql.warehouses import SnowflakeDialect
+from airflow_cdc_provider.destinations.warehouse import WarehouseDestination
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
-class SnowflakeDestination(PushDownTableDestination):
-    """A Snowflake table kept in sync from a Snowflake change feed by one ``MERGE`` inside Snowflake.
+class SnowflakeDestination(WarehouseDestination):
+    """A Snowflake table kept in sync with any source.
 
-    Pair it with :class:`~airflow_cdc_provider.hooks.snowflake.SnowflakeChangeFeedHook`: ``run_sync`` then
-    pushes the whole sync down (no rows through the worker). The statements run on this destination's
-    connection, which must be able to read the source table. The target is created ``LIKE`` the source on
-    the first sync if missing. Other sources are refused with a clear error.
+    From :class:`~airflow_cdc_provider.hooks.snowflake.SnowflakeChangeFeedHook` (a table of Snowflake), ``run_sync``
+    pushes the whole sync down: one ``MERGE`` inside Snowflake, no rows through the worker; the statements run on
+    this destination's connection, which must be able to read the source table, and the target is created ``LIKE``
+    the source on the first sync. From any other source the changes are staged in a temporary table (bulk-loaded by
+    ``write_pandas``) and merged by the merge engine, the table and the checkpoint written in one transaction (see
+    :mod:`airflow_cdc_provider.destinations.sql.snowflake`); the table is created from the first changes and evolves
+    by the schema rule.
 
     :param table: ``table``, ``schema.table`` or ``db.schema.table`` (plain parts upper-cased, as Snowflake
         stores them; a part in double quotes kept exactly). Templated.
     :param snowflake_conn_id: the Airflow connection to Snowflake.
     :param checkpoint_table: where stream checkpoints are kept, in the target's schema unless qualified.
+    :param stage: an external stage over the source's folder, with a path when the stage points above it
+        (``"@RAW.LANDING.ORDERS_STAGE"`` or ``"@RAW.LANDING.BUCKET_STAGE/orders/"``): change files of S3, GCS or Azure
+        sources are then loaded by Snowflake itself (``COPY INTO … FILES = (…)``), no row through the worker. The
+        connection's role needs ``USAGE`` on the stage (and its file format and storage integration). ``None``
+        (default): every source's rows go through the worker. Templated.
+    :param options: ``on_schema_change``, ``allow_string``, ``tombstone_retention``: see
+        :class:`~airflow_cdc_provider.destinations.warehouse.WarehouseDestination`.
     """
 
     engine = "snowflake"
@@ -65,14 +81,33 @@ class SnowflakeDestination(PushDownTableDestination):
         "number of rows updated",
         "number of rows deleted",
     )
-    template_fields = ("table", "snowflake_conn_id")
+    template_fields = ("table", "snowflake_conn_id", "stage")
 
     def __init__(
-        self, table: str, snowflake_conn_id: str = "snowflake_default", *, checkpoint_table: str = "_CDC_CHECKPOINTS"
+        self,
+        table: str,
+        snowflake_conn_id: str = "snowflake_default",
+        *,
+        checkpoint_table: str = "_CDC_CHECKPOINTS",
+        stage: str | None = None,
+        **options: Unpack[TableOptions],
     ) -> None:
-        self.table = table
+        super().__init__(table, checkpoint_table=checkpoint_table, **options)
+        if stage is not None and not stage.startswith("@"):
+            raise ValueError(f"stage must name a Snowflake stage as '@DB.SCHEMA.STAGE[/path/]', not {stage!r}")
         self.snowflake_conn_id = snowflake_conn_id
-        self.checkpoint_table = checkpoint_table
+        self.stage = stage
+
+    @contextlib.contextmanager
+    def connect(self, stream_id: str | None) -> Iterator[SnowflakeWarehouseDialect]:
+        conn = self.provider_hook.get_conn()
+        try:
+            if hasattr(conn, "autocommit"):
+                conn.autocommit(True)  # statements commit alone; the run's writes in its explicit transaction
+            yield SnowflakeWarehouseDialect(conn, self.stage)
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()  # Snowflake rolls back a transaction left open by its session
 
     def commit(self, session: WarehouseSession, run: PushDownRun) -> ApplyStats:
         """Compare-and-set the checkpoint first (it locks the checkpoint table), then merge, in one transaction."""

@@ -40,10 +40,12 @@ from collections.abc import Collection, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, get_args
+from urllib.parse import unquote
 
 import pyarrow as pa
 from airflow.providers.common.compat.sdk import BaseHook
 
+from airflow_cdc_provider.change_files import ChangeFileListing, StoredChangeFile
 from airflow_cdc_provider.changes import prepare_batch
 from airflow_cdc_provider.describe import Describable
 from airflow_cdc_provider.exceptions import BadChangeFileError, ChangeFileVanishedError, FileChangedError
@@ -183,23 +185,50 @@ class FileChangeFeedHook(Describable, BaseHook, ABC):
 
     def pull(self, cursor: Cursor | None, primary_key: Sequence[str]) -> ChangePull:
         """List once, fix the files to apply and the end cursor, and stream their changes."""
-        listed = self.change_files()
-        clock = self.store_clock() or datetime.now(timezone.utc)
-        pending = self.pending_files(cursor, listed)
-        self._warn_of_clocks(cursor, pending, clock)
+        listed, pending, end_cursor = self._window(cursor)
         pull = ChangePull(
             batches=iter(()),
-            end_cursor=self._end_cursor(cursor, listed, pending, clock),
+            end_cursor=end_cursor,
             units_total=len(pending),
             names=[file.path for file in pending],
         )
         pull.batches = self._read(pending, primary_key, pull)
         if self.applied_files != "keep":
-            # This pull's files, and applied files an interrupted run left behind.
-            recent: dict[str, str] = cursor["recent"] if cursor else {}
-            applied = [*pending, *(file for file in listed if recent.get(file.path) == file.identity)]
+            applied = self._applied(cursor, listed, pending)
             pull.after_commit = lambda: self.tidy(applied, set(pull.quarantined))
         return pull
+
+    def list_pending(self, cursor: Cursor | None) -> ChangeFileListing:
+        """Like :meth:`pull`, but name the files where they lie instead of reading them, for a destination that
+        loads them itself (:mod:`airflow_cdc_provider.change_files`)."""
+        listed, pending, end_cursor = self._window(cursor)
+        kinds = [self.file_format.format_of(file.path) or ("", False) for file in pending]  # listed: never None
+        files = [StoredChangeFile(file.path, file.modified, *kind) for file, kind in zip(pending, kinds, strict=True)]
+        listing = ChangeFileListing(
+            unquote(self.uri).rstrip("/"),  # where the files lie, as a warehouse names them (not percent-encoded)
+            files,
+            end_cursor,
+            plain_format=self.file_format == FileFormat() and self.bad_files == "fail",
+        )
+        if self.applied_files != "keep":
+            applied = self._applied(cursor, listed, pending)
+            listing.after_commit = lambda: self.tidy(applied)
+        return listing
+
+    def _window(self, cursor: Cursor | None) -> tuple[list[ChangeFile], list[ChangeFile], Cursor]:
+        """List once: the files listed, those to apply, and the cursor after them (by the listing's clock)."""
+        listed = self.change_files()
+        clock = self.store_clock() or datetime.now(timezone.utc)
+        pending = self.pending_files(cursor, listed)
+        self._warn_of_clocks(cursor, pending, clock)
+        return listed, pending, self._end_cursor(cursor, listed, pending, clock)
+
+    def _applied(
+        self, cursor: Cursor | None, listed: Sequence[ChangeFile], pending: Sequence[ChangeFile]
+    ) -> list[ChangeFile]:
+        """This pull's files, and applied files an interrupted run left behind: what ``applied_files`` tidies."""
+        recent: dict[str, str] = cursor["recent"] if cursor else {}
+        return [*pending, *(file for file in listed if recent.get(file.path) == file.identity)]
 
     def tidy(self, files: Sequence[ChangeFile], quarantined: Collection[str] = ()) -> str:
         """Archive or delete applied ``files`` (as ``applied_files`` says) and move the ``quarantined`` paths

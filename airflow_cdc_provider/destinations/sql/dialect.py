@@ -19,8 +19,9 @@ from airflow_cdc_provider.exceptions import IdentifierTooLongError
 from airflow_cdc_provider.sql import quote_identifier, quote_table_name
 
 # How the net effect's upserts reach the table: delete the matched rows then insert all (DuckDB, whose tables
-# carry no key index), or INSERT … ON CONFLICT DO UPDATE (PostgreSQL, whose tables have a primary key).
-UpsertStyle = Literal["delete_insert", "on_conflict"]
+# carry no key index; Snowflake), INSERT … ON CONFLICT DO UPDATE (PostgreSQL, whose tables have a primary key), or
+# one MERGE of the net effect, deletes included (BigQuery and Databricks, which have no DELETE … USING).
+UpsertStyle = Literal["delete_insert", "on_conflict", "merge"]
 Params = Mapping[str, Any]
 
 
@@ -45,6 +46,10 @@ class Dialect(ABC):
     time_type: ClassVar[str] = "TIMESTAMPTZ"
     now: ClassVar[str] = "now()"
     temp_table_suffix: ClassVar[str] = ""  # e.g. PostgreSQL's "ON COMMIT DROP"
+    # Stage the whole run at once (spooled locally, one bulk load into a stage created with its final columns)
+    # rather than a bulk load per schema, the stage growing by ALTER TABLE: the warehouses, whose bulk loads are
+    # jobs with a cost each and whose temporary tables may not be altered (Databricks).
+    stage_once: ClassVar[bool] = False
 
     # -- SQL ---------------------------------------------------------------------------------------
 
@@ -96,6 +101,10 @@ class Dialect(ABC):
                 "column at the source, or the table)"
             )
 
+    def widen_column(self, table: str, column: str, kind: str) -> str:
+        """The statement changing the quoted ``column`` of the quoted ``table`` to the wider type ``kind``."""
+        return f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {kind} USING CAST({column} AS {kind})"
+
     def inserted_flag(self) -> str:
         """With ``on_conflict``: an expression of ``RETURNING`` that is true for an inserted (not updated) row."""
         raise NotImplementedError(f"{self.name} does not upsert with ON CONFLICT")
@@ -120,13 +129,23 @@ class BoundDialect(Dialect):
     def bulk_load(self, table: str, reader: pa.RecordBatchReader, target: pa.Schema) -> int:
         """Load every batch of ``reader`` into the quoted ``table``'s columns ``target``; return the rows loaded."""
 
+    def merge(self, sql: str) -> tuple[int, int, int]:
+        """With the ``merge`` upsert style: run the ``MERGE`` ``sql``; return the rows it inserted, updated, deleted."""
+        raise NotImplementedError(f"{self.name} does not upsert with MERGE")
+
+    def writes_start(self) -> None:
+        """The run's writes to its tables start here, every DDL of the run done: an engine whose DDL ends a
+        transaction (Snowflake) or may not run in one (BigQuery) opens its transaction now."""
+
     def create_if_absent(self, statement: str) -> None:
         """Run a ``CREATE … IF NOT EXISTS`` that a concurrent first run may also be running."""
         self.execute(statement)
 
-    def empty_table(self, table: str) -> None:
-        """Delete every row of the quoted ``table`` (a full refresh), in the transaction."""
+    def empty_table(self, table: str) -> bool:
+        """Delete every row of the quoted ``table`` (a full refresh), in the transaction; whether it is now empty
+        (a warehouse without transactions deletes the rows in the merge instead)."""
         self.execute(f"DELETE FROM {table}")
+        return True
 
     def lock(self, stream_id: str, checkpoint_table: str) -> None:
         """Take the stream's lock for the transaction, failing at once if another run holds it."""

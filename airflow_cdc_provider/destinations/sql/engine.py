@@ -67,10 +67,15 @@ class SqlDestination(ShapedDestination):
         """An open connection's dialect, in autocommit; ``stream_id`` ``None``: to read checkpoints only, which
         may yield ``None`` when the database does not exist yet."""
 
+    @property
+    def checkpoint_name(self) -> str:
+        """The checkpoint table's name as the engine is to find it (a warehouse puts it beside the table)."""
+        return self.checkpoint_table
+
     def read_checkpoint(self, stream_id: str) -> Checkpoint | None:
         """Read without taking the stream's lock; ``None`` when the stream does not exist yet."""
         with self.connect(None) as dialect:
-            if dialect is None or dialect.table_schema(self.checkpoint_table) is None:
+            if dialect is None or dialect.table_schema(self.checkpoint_name) is None:
                 return None
             checkpoints = self._checkpoints(dialect)
             self._upgrade(dialect, checkpoints)
@@ -83,8 +88,8 @@ class SqlDestination(ShapedDestination):
     def transaction(self, stream_id: str) -> Iterator[SqlTransaction]:
         with self.connect(stream_id) as dialect:
             assert dialect is not None
-            transaction = SqlTransaction(dialect, self, stream_id)  # a name no quoting can carry fails here
-            namespace, _, _ = self.checkpoint_table.rpartition(".")
+            transaction = self.new_transaction(dialect, stream_id)  # a name no quoting can carry fails here
+            namespace, _, _ = self.checkpoint_name.rpartition(".")
             if namespace:
                 dialect.create_if_absent(f"CREATE SCHEMA IF NOT EXISTS {dialect.table(namespace)}")
             checkpoints = self._checkpoints(dialect)
@@ -96,11 +101,15 @@ class SqlDestination(ShapedDestination):
             finally:
                 dialect.rollback()  # a no-op after the commit
 
+    def new_transaction(self, dialect: BoundDialect, stream_id: str) -> SqlTransaction:
+        """The run's transaction on ``dialect`` (a destination that also loads files itself extends it)."""
+        return SqlTransaction(dialect, self, stream_id)
+
     def _checkpoints(self, dialect: BoundDialect) -> CheckpointTable:
-        return CheckpointTable(dialect, dialect.table(self.checkpoint_table), primary_key=dialect.primary_keys)
+        return CheckpointTable(dialect, dialect.table(self.checkpoint_name), primary_key=dialect.primary_keys)
 
     def _upgrade(self, dialect: BoundDialect, checkpoints: CheckpointTable) -> None:
-        held = dialect.table_schema(self.checkpoint_table)
+        held = dialect.table_schema(self.checkpoint_name)
         upgrade = None if held is None else checkpoints.upgrade(held.names)
         if upgrade is not None:
             dialect.create_if_absent(upgrade)
@@ -119,10 +128,11 @@ class SqlTransaction(DestinationTransaction):
         self._checkpoints = destination._checkpoints(dialect)
         self._stage = Stage(dialect, allow_string=destination.allow_string)
         self._read: str | None = None
-        self._rebuild = False
+        self._rebuild = False  # a full refresh or a new table: nothing held is kept
+        self._empty = False  # and the table holds no row (a warehouse without transactions keeps them till the merge)
 
     def read_checkpoint(self) -> Checkpoint | None:
-        self.dialect.lock(self._stream_id, self._destination.checkpoint_table)
+        self.dialect.lock(self._stream_id, self._destination.checkpoint_name)
         rows = self.dialect.rows(self._checkpoints.select(self.dialect.lock_row()), {STREAM_ID: self._stream_id})
         self._read = self._checkpoints.checkpoint_of(rows, self._stream_id, self._name)
         return json.loads(self._read) if self._read is not None else None
@@ -137,8 +147,7 @@ class SqlTransaction(DestinationTransaction):
             # A history table keeps its past: every current version closes now, the full read opens new ones.
             d.execute(f"UPDATE {self._quoted} SET {VALID_TO} = {d.now}, {IS_CURRENT} = false WHERE {IS_CURRENT}")
             return
-        if existing is not None:
-            d.empty_table(self._quoted)
+        self._empty = d.empty_table(self._quoted) if existing is not None else True
         self._rebuild = True
 
     def stage(self, batches: Iterable[pa.RecordBatch]) -> int:
@@ -168,8 +177,18 @@ class SqlTransaction(DestinationTransaction):
             held = [(self._quoted, f"target.{IS_CURRENT}" if shape.history else "true"), (tombstones.quoted, "true")]
             stale = stale_changes(d, held, primary_key, sequence_column, drop=not (shape.soft or shape.history))
         if shape.plain:
-            merge = Merge(d, self._name, shape, primary_key, columns.names, sequence_column, empty=self._rebuild)
+            merge = Merge(
+                d,
+                self._name,
+                shape,
+                primary_key,
+                columns.names,
+                sequence_column,
+                empty=self._empty,
+                delete_missing=self._rebuild and not self._empty,
+            )
             merge.net_effect(order_by)
+            d.writes_start()
             stats = merge.apply()
             if key_after:  # one index build over the inserted rows, rather than a row at a time
                 d.execute(f"ALTER TABLE {self._quoted} ADD PRIMARY KEY ({key_after})")
@@ -190,6 +209,7 @@ class SqlTransaction(DestinationTransaction):
             )
             shaped.build()
             stats = shaped.counts()
+            d.writes_start()
             self._write_shaped(columns.names, primary_key, sequence_column)
             tombstone_rows = shaped.tombstone_rows() if sequence_column else ""
         if tombstones is not None:
@@ -220,6 +240,7 @@ class SqlTransaction(DestinationTransaction):
     def commit(self, checkpoint: Checkpoint) -> None:
         try:
             params = write_params(self._stream_id, checkpoint, self._read, self._name)
+            self.dialect.writes_start()
             if not self.dialect.execute(self._checkpoints.write(new_stream=self._read is None), params):
                 raise self._checkpoints.moved(self._stream_id, self._name)
             self.dialect.commit()
@@ -240,7 +261,7 @@ class SqlTransaction(DestinationTransaction):
             d.execute(f"DROP TABLE {self._quoted}")
             existing = None
         if existing is None:
-            self._rebuild = True  # a new table: the merge inserts, with nothing to delete or update
+            self._rebuild = self._empty = True  # a new table: the merge inserts, with nothing to delete or update
             keys, shape = ", ".join(d.quote(key) for key in primary_key), self._shape
             key_now = d.primary_keys and not shape.plain and not shape.history  # plain: added after the rows
             constraint = f"PRIMARY KEY ({keys})" if key_now else ""

@@ -55,6 +55,8 @@ class Merge:
     :param sequence_column: the user's sequence column, if any.
     :param empty: the table is new or was emptied in this transaction (a first sync, a full refresh): the net
         upserts are inserted, with nothing to delete or update.
+    :param delete_missing: a full refresh of a table the engine could not empty first (a warehouse without
+        transactions): the one ``MERGE`` also deletes the rows of keys the stage lacks.
     """
 
     dialect: BoundDialect
@@ -64,10 +66,11 @@ class Merge:
     columns: Sequence[str]
     sequence_column: str | None = None
     empty: bool = False
+    delete_missing: bool = False
 
     def __post_init__(self) -> None:
         self.target = self.dialect.table(self.table)
-        self.match = key_match("target", NET, self.primary_key)
+        self.match = key_match("target", NET, self.primary_key, self.dialect.quote)
         self.names = ", ".join(self.dialect.quote(name) for name in self.columns)
         self.seq = self.dialect.quote(self.sequence_column) if self.sequence_column else None
 
@@ -97,6 +100,12 @@ class Merge:
             return ApplyStats(
                 rows_inserted=self.dialect.execute(f"INSERT INTO {self.target} ({self.names}) {self.upsert_rows()}")
             )
+        if self.dialect.upsert_style == "merge":  # one statement for deletes and upserts alike
+            statement = merge_statement(
+                self.dialect, self.target, NET, self.primary_key, self.columns, delete_missing=self.delete_missing
+            )
+            inserted, updated, deleted = self.dialect.merge(statement)
+            return ApplyStats(rows_inserted=inserted, rows_updated=updated, rows_deleted=deleted)
         deleted = self.dialect.execute(f"DELETE FROM {self.target} AS target USING {NET} WHERE {self._matched(DELETE)}")
         inserted, updated = self._upsert()
         return ApplyStats(rows_inserted=inserted, rows_updated=updated, rows_deleted=deleted)
@@ -149,7 +158,7 @@ def stale_changes(
     def newer(alias: str, value: str) -> str:
         """Whether something held for the key of row ``alias`` is newer than its ``value``."""
         return " OR ".join(
-            f"EXISTS (SELECT 1 FROM {relation} AS target WHERE {key_match('target', alias, primary_key)} "
+            f"EXISTS (SELECT 1 FROM {relation} AS target WHERE {key_match('target', alias, primary_key, d.quote)} "
             f"AND target.{seq} > {alias}.{value} AND {condition})"
             for relation, condition in held
         )
@@ -202,7 +211,7 @@ class Tombstones:
         )
         d.execute(
             f"DELETE FROM {self.quoted} AS target WHERE EXISTS (SELECT 1 FROM {STAGE} AS s "
-            f"WHERE {key_match('s', 'target', self.primary_key)})"
+            f"WHERE {key_match('s', 'target', self.primary_key, d.quote)})"
         )
         d.execute(f"INSERT INTO {self.quoted} ({columns}) {rows}")
 
@@ -240,17 +249,37 @@ def merge_into(
             f"primary-key column(s) {missing} are not columns of the source table (it has {list(columns)}); "
             "the names are matched exactly as the engine stores them"
         )
+    net = net_effect_query(f"({change_sql}) AS change_rows", primary_key, quote=dialect.quote)
+    return merge_statement(dialect, target, f"({net})", primary_key, columns, delete_missing=delete_missing)
+
+
+def merge_statement(
+    dialect: Dialect,
+    target: str,
+    source: str,
+    primary_key: Sequence[str],
+    columns: Sequence[str],
+    *,
+    delete_missing: bool = False,
+) -> str:
+    """``MERGE INTO target USING source``: ``source`` (a parenthesised query or a table) holds one change per key.
+
+    :param target: the target table, quoted for the engine.
+    :param source: the net effect: the columns plus ``_change_request_type``, at most one row per key.
+    :param primary_key: the key columns.
+    :param columns: the columns merged.
+    :param delete_missing: add ``WHEN NOT MATCHED BY SOURCE THEN DELETE`` (see :func:`merge_into`).
+    """
     q = dialect.quote
     kind = f"{CHANGES}.{q(CHANGE_TYPE)}"
     on = " AND ".join(f"target.{q(k)} = {CHANGES}.{q(k)}" for k in primary_key)
     updates = ", ".join(f"{q(c)} = {CHANGES}.{q(c)}" for c in columns if c not in primary_key)
     names = ", ".join(q(c) for c in columns)
     values = ", ".join(f"{CHANGES}.{q(c)}" for c in columns)
-    net = net_effect_query(f"({change_sql}) AS change_rows", primary_key, quote=q)
     clauses = [f"WHEN MATCHED AND {kind} = '{DELETE}' THEN DELETE"]
     if updates:
         clauses.append(f"WHEN MATCHED AND {kind} = '{UPSERT}' THEN UPDATE SET {updates}")
     clauses.append(f"WHEN NOT MATCHED AND {kind} = '{UPSERT}' THEN INSERT ({names}) VALUES ({values})")
     if delete_missing:
         clauses.append("WHEN NOT MATCHED BY SOURCE THEN DELETE")
-    return f"MERGE INTO {target} AS target USING ({net}) AS {CHANGES} ON {on} " + " ".join(clauses)
+    return f"MERGE INTO {target} AS target USING {source} AS {CHANGES} ON {on} " + " ".join(clauses)

@@ -183,8 +183,9 @@ class PostgresDialect(BoundDialect):
         ):
             self.conn.execute(statement)
 
-    def empty_table(self, table: str) -> None:
+    def empty_table(self, table: str) -> bool:
         self.execute(f"TRUNCATE {table}")
+        return True
 
     def lock(self, stream_id: str, checkpoint_table: str) -> None:
         self._stream_id = stream_id

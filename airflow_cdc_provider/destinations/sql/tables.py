@@ -10,10 +10,10 @@ from collections.abc import Mapping
 
 import pyarrow as pa
 
-from airflow_cdc_provider.destinations.sql.dialect import BoundDialect
+from airflow_cdc_provider.destinations.sql.dialect import BoundDialect, Dialect
 from airflow_cdc_provider.destinations.sql.guards import DOUBLE_EXACT, integer_digits
 from airflow_cdc_provider.exceptions import SchemaChangeError
-from airflow_cdc_provider.schema import OnSchemaChange, reconcile
+from airflow_cdc_provider.schema import OnSchemaChange, SchemaChanges, reconcile
 
 
 def column_definitions(dialect: BoundDialect, schema: pa.Schema) -> str:
@@ -51,6 +51,36 @@ def evolve(
     :param origins: what brought a column's type, where known better than ``origin`` (the file that made the
         stage's integers doubles).
     """
+    changes = schema_changes(dialect, existing, incoming, origin, allow_string, on_schema_change)
+    types = dialect.column_types(pa.schema(changes.added + changes.widened))
+    for field in changes.added:
+        dialect.check_name(field.name, f"column {field.name!r} of {origin}")
+        dialect.execute(f"ALTER TABLE {table} ADD COLUMN {dialect.quote(field.name)} {types[field.name]}")
+    for field in changes.widened:
+        held = existing.field(field.name)
+        if pa.types.is_integer(held.type) and pa.types.is_floating(field.type):
+            _refuse_inexact_doubles(dialect, table, held, field, (origins or {}).get(field.name, origin))
+        _refuse_wide_decimals(dialect, table, held, field, origin)
+        try:
+            statement = dialect.widen_column(table, dialect.quote(field.name), types[field.name])
+        except SchemaChangeError as err:  # an engine that cannot make this change in place
+            raise SchemaChangeError(
+                f"{origin}: column {field.name!r} would widen from {held.type} to {field.type}: {err}"
+            ) from None
+        dialect.execute(statement)
+    return changed(existing, changes)
+
+
+def schema_changes(
+    dialect: Dialect,
+    existing: pa.Schema,
+    incoming: pa.Schema,
+    origin: str,
+    allow_string: bool = False,
+    on_schema_change: OnSchemaChange = "add_columns",
+) -> SchemaChanges:
+    """What :func:`evolve` changes (see there), compared as the engine holds the types; a widening is to the
+    type the engine stores it as (:meth:`Dialect.fit`), and none where that is the type it holds."""
     try:
         incoming = dialect.held(incoming)
     except SchemaChangeError as err:
@@ -58,20 +88,16 @@ def evolve(
     changes = reconcile(existing, incoming, origin, allow_string=allow_string, on_schema_change=on_schema_change)
     fitted = (dialect.fit(field, origin) for field in changes.widened)
     changes.widened = [field for field in fitted if not field.type.equals(existing.field(field.name).type)]
-    types = dialect.column_types(pa.schema(changes.added + changes.widened))
+    return changes
+
+
+def changed(schema: pa.Schema, changes: SchemaChanges) -> pa.Schema:
+    """``schema`` with ``changes`` applied: the new columns appended, the widened ones retyped."""
     for field in changes.added:
-        dialect.check_name(field.name, f"column {field.name!r} of {origin}")
-        dialect.execute(f"ALTER TABLE {table} ADD COLUMN {dialect.quote(field.name)} {types[field.name]}")
-        existing = existing.append(field)
+        schema = schema.append(field)
     for field in changes.widened:
-        name, kind = dialect.quote(field.name), types[field.name]
-        if pa.types.is_integer(existing.field(field.name).type) and pa.types.is_floating(field.type):
-            brought = (origins or {}).get(field.name, origin)
-            _refuse_inexact_doubles(dialect, table, existing.field(field.name), incoming.field(field.name), brought)
-        _refuse_wide_decimals(dialect, table, existing.field(field.name), field, origin)
-        dialect.execute(f"ALTER TABLE {table} ALTER COLUMN {name} TYPE {kind} USING CAST({name} AS {kind})")
-        existing = existing.set(existing.get_field_index(field.name), field)
-    return existing
+        schema = schema.set(schema.get_field_index(field.name), field)
+    return schema
 
 
 def _refuse_inexact_doubles(dialect: BoundDialect, table: str, held: pa.Field, incoming: pa.Field, origin: str) -> None:
