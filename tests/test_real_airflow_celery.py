@@ -57,7 +57,9 @@ from airflow_cdc_provider.operators.sync import ChangeSyncOperator
 with DAG(dag_id="cdc_race", schedule=None, catchup=False, max_active_runs=2):
     ChangeSyncOperator(
         task_id="sync_events",
-        source=S3ChangeFeedHook(bucket="{BUCKET}", prefix="events/"),
+        # One file at a time: fetched ahead, 240 small files sync in well under a second and the runs may not
+        # overlap; one at a time, the winner holds the stream's lock for seconds.
+        source=S3ChangeFeedHook(bucket="{BUCKET}", prefix="events/", max_concurrent_fetches=1),
         destination=PostgresDestination("events", postgres_conn_id="{PG_CONN}"),
         primary_key="event_id",
         retries=3,

@@ -103,8 +103,7 @@ class SFTPChangeFeedHook(RemoteFileChangeFeedHook):
             connections.close()
 
     def download(self, file: ChangeFile, out: BinaryIO) -> None:
-        if self._download_connections is None:
-            raise RuntimeError("SFTPChangeFeedHook.download runs inside downloading() (fetch or fetch_in_order)")
+        assert self._download_connections is not None, "download runs inside downloading() (fetch, fetch_in_order)"
         sftp = self._download_connections.connection()
         # paramiko reads the file in pipelined 32 KiB requests straight into ``out``.
         sftp.getfo(self._listed(sftp, file), out)
