@@ -18,7 +18,7 @@ from benchmarks import harness, postgres, proxy, report, s3, shapes, verify
 
 BENCH = Path(__file__).resolve().parent
 DEFAULT_ROWS = (100_000, 1_000_000, 5_000_000)
-SKIPPABLE = ["dlt", "s3", "csv", "pg", *shapes.PER_N, *shapes.ONCE]
+SKIPPABLE = ["dlt", "ours_uncapped", "s3", "csv", "pg", *shapes.PER_N, *shapes.ONCE]
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -29,6 +29,7 @@ from benchmarks.runners import Job
 STEADY_JOBS = (
     ("floor", "local", "parquet"),
     ("ours", "local", "parquet"),
+    ("ours_uncapped", "local", "parquet"),
     ("dlt", "local", "parquet"),
     ("ours", "s3", "parquet"),
     ("floor", "local", "csv"),
@@ -159,7 +160,8 @@ def _series(job: _Jobs, name: str, rows: int, args: argparse.Namespace) -> Shape
         base, timed = (None, [keys]) if name == "backfill" else (keys, increments)
     folders = [data.folder(args.data, "parquet") for data in timed]
     more = {"base": str(base.folder(args.data, "parquet")) if base else "", "then": tuple(map(str, folders[1:]))}
-    runners = [runner for runner in ("floor", "ours", "dlt") if runner not in args.skip]
+    in_duckdb = ("ours_uncapped",) if name in ("backfill", "duckdb_increments") else ()
+    runners = [runner for runner in ("floor", "ours", *in_duckdb, "dlt") if runner not in args.skip]
     detail = f"{len(timed)} sync(s) of {timed[0].rows} changes" + (f" into {base.rows} keys" if base else "")
     jobs = [job(runner, "local", "parquet", folders[0], **more) for runner in runners]
     return Shape(name, jobs, sum(data.rows for data in timed), detail=detail)

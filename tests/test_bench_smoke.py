@@ -95,12 +95,13 @@ def test_harness_runs_every_shape_and_the_tables_agree(tmp_path: Path, capsys: p
     shapes += ["pg_empty", "pg_increment"] if postgres.available() else []
     for shape in shapes:
         assert re.search(rf"^N=2000 {shape}: .*\n(  .*\n)*  tables identical: \d tables", out, re.MULTILINE), shape
-    assert "tables identical: 3 tables" in out  # steady: floor, ours local, ours through S3
+    assert "tables identical: 4 tables" in out  # steady: floor, ours local (capped and not), ours through S3
     assert SUMMARY.search(out.strip().splitlines()[-1]), out
     document = json.loads((tmp_path / "results" / "latest.json").read_text())
     labels = [r["label"] for r in document["runs"]["2000"]["results"]]
-    assert labels[:3] == ["floor/local/parquet", "ours/local/parquet", "ours/s3/parquet"]
+    assert labels[:4] == ["floor/local/parquet", "ours/local/parquet", "ours_uncapped/local/parquet", "ours/s3/parquet"]
     assert "duckdb_increments:ours/local/parquet" in labels and "s3_large:floor/s3/parquet" in labels
+    assert "backfill:ours_uncapped/local/parquet" in labels and "pg_empty:ours_uncapped/local/parquet" not in labels
     increments = next(r for r in document["runs"]["2000"]["results"] if r["label"].startswith("duckdb_increments:ours"))
     assert increments["rows"] == 5 * 40, "changes/s counts the changes synced"
     markdown = (tmp_path / "results" / "latest.md").read_text()
