@@ -15,6 +15,7 @@ from datetime import timedelta
 import pyarrow as pa
 
 from airflow_cdc_provider.changes import (
+    CHANGE_SEQUENCE,
     CHANGE_TIME,
     CHANGE_TYPE,
     DELETE,
@@ -77,13 +78,23 @@ class Merge:
     def net_effect(self, order_by: Sequence[str]) -> None:
         """Keep the last change per key in ``_cdc_net``: narrow rows and a row id where the engine has one."""
         d = self.dialect
-        if d.row_id:  # rank narrow rows; the full rows are read once, by id, when they are inserted
+        if d.row_id and tuple(order_by) == (CHANGE_SEQUENCE,):
+            # The last change per key by a grouping, which spills to disk where a window over the same rows runs
+            # out of a 256 MB cap (26M changes); the full rows are read once, by id, when they are inserted.
+            seq = d.quote(CHANGE_SEQUENCE)
+            last = [f"arg_max({d.quote(name)}, {seq}) AS {d.quote(name)}" for name in (CHANGE_TYPE, CHANGE_TIME)]
+            keys = ", ".join(d.quote(key) for key in self.primary_key)
+            query = (
+                f"SELECT {keys}, max({seq}) AS {seq}, {', '.join(last)}, arg_max({d.row_id}, {seq}) AS {_ROW} "
+                f"FROM {STAGE} GROUP BY {keys}"
+            )
+        elif d.row_id:  # rank narrow rows (an order of several columns, some maybe null); full rows read by id
             ranked = [*self.primary_key, *order_by, CHANGE_TYPE, CHANGE_TIME]
             narrow = ", ".join(d.quote(name) for name in dict.fromkeys(ranked))
             source = f"(SELECT {narrow}, {d.row_id} AS {_ROW} FROM {STAGE})"
+            query = net_effect_query(source, self.primary_key, order_by, quote=d.quote, distinct_on=d.distinct_on)
         else:
-            source = STAGE
-        query = net_effect_query(source, self.primary_key, order_by, quote=d.quote, distinct_on=d.distinct_on)
+            query = net_effect_query(STAGE, self.primary_key, order_by, quote=d.quote, distinct_on=d.distinct_on)
         d.execute(f"CREATE TEMP TABLE {NET}{d.temp_table_suffix} AS {query}")
 
     def upsert_rows(self, select: str | None = None) -> str:
