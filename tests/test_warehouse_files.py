@@ -32,7 +32,7 @@ from airflow_cdc_provider.exceptions import (
 )
 from airflow_cdc_provider.pipeline import SyncSpec, run_sync
 from tests.changefiles import write_change_file
-from tests.test_oracle import BASE, FileSpec, check_history, file_specs, full_refreshes, histories
+from tests.test_oracle import BASE, Change, FileSpec, check_history, file_specs, full_refreshes, histories
 from tests.warehouses import WAREHOUSES, WarehouseTarget
 
 SPEC = SyncSpec("files", primary_key=("id",))
@@ -98,6 +98,15 @@ def test_warehouse_loads_the_files_itself_and_the_table_equals_the_model(kind: s
         target.parse_sent()
 
     check()
+
+
+@pytest.mark.parametrize("kind", WAREHOUSES)
+def test_an_upsert_of_a_held_key_in_a_table_of_key_columns_only_counts_as_an_update(kind: str) -> None:
+    # Found by the test above: with no other column the MERGE had no update clause, and counted no update.
+    only_key = Change(kind="u", id=0, name=None, n=None, spelling="u")
+    spec = FileSpec("parquet", (only_key,), False, ("id", "name", "n", "_change_request_type"), False, timedelta(0))
+    target = WarehouseTarget(kind, from_storage=True)
+    check_history(target, [([spec], True), ([spec], False)], source_type=target.cloud_source)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("kind", WAREHOUSES)

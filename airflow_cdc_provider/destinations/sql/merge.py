@@ -284,12 +284,13 @@ def merge_statement(
     q = dialect.quote
     kind = f"{CHANGES}.{q(CHANGE_TYPE)}"
     on = " AND ".join(f"target.{q(k)} = {CHANGES}.{q(k)}" for k in primary_key)
-    updates = ", ".join(f"{q(c)} = {CHANGES}.{q(c)}" for c in columns if c not in primary_key)
+    # A table of key columns only still counts an upsert of a held key as an update (the key set to itself).
+    assigned = [c for c in columns if c not in primary_key] or list(primary_key[:1])
+    updates = ", ".join(f"{q(c)} = {CHANGES}.{q(c)}" for c in assigned)
     names = ", ".join(q(c) for c in columns)
     values = ", ".join(f"{CHANGES}.{q(c)}" for c in columns)
     clauses = [f"WHEN MATCHED AND {kind} = '{DELETE}' THEN DELETE"]
-    if updates:
-        clauses.append(f"WHEN MATCHED AND {kind} = '{UPSERT}' THEN UPDATE SET {updates}")
+    clauses.append(f"WHEN MATCHED AND {kind} = '{UPSERT}' THEN UPDATE SET {updates}")
     clauses.append(f"WHEN NOT MATCHED AND {kind} = '{UPSERT}' THEN INSERT ({names}) VALUES ({values})")
     if delete_missing:
         clauses.append("WHEN NOT MATCHED BY SOURCE THEN DELETE")
