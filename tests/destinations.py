@@ -11,11 +11,6 @@ test session on a free port of 127.0.0.1 and reached through an Airflow connecti
 
 from __future__ import annotations
 
-import os
-import shlex
-import shutil
-import socket
-import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -175,38 +170,15 @@ def target(targets: Targets) -> Target:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    """Debian's PostgreSQL 15 in a temporary folder on a free port, with an Airflow connection to it."""
-    if not (PG_BIN / "initdb").exists():
-        pytest.skip(
-            f"PostgreSQL server binaries not found in {PG_BIN}: run `make servers` (apt-get install postgresql)"
-        )
-    root = Path(tempfile.mkdtemp(prefix="cdc-pg-"))
-    as_root = os.geteuid() == 0
-    if as_root:
-        shutil.chown(root, "postgres", "postgres")
+    """Debian's PostgreSQL 15 in a temporary folder on a free port (the bench's server), with an Airflow connection
+    to it."""
+    from benchmarks import postgres
 
-    def run(*command: str) -> None:
-        argv = ["su", "postgres", "-c", shlex.join(command)] if as_root else list(command)
-        subprocess.run(argv, check=True, capture_output=True, timeout=120)
-
-    port = _free_port()
-    data = root / "data"
-    run(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
-    options = f"-p {port} -k {root} -h 127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
-    run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")
-    try:
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv(f"AIRFLOW_CONN_{PG_CONN_ID.upper()}", f"postgres://postgres@127.0.0.1:{port}/postgres")
-            yield PostgresServer("127.0.0.1", port)
-    finally:
-        run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    if not postgres.available():
+        pytest.skip(f"PostgreSQL binaries not found in {PG_BIN}: run `make servers` (apt-get install postgresql)")
+    with postgres.server() as server, pytest.MonkeyPatch.context() as env:
+        env.setenv(f"AIRFLOW_CONN_{PG_CONN_ID.upper()}", f"postgres://postgres@127.0.0.1:{server.port}/postgres")
+        yield PostgresServer("127.0.0.1", server.port)
 
 
 # -- reading tables back ------------------------------------------------------------------------------------

@@ -34,8 +34,9 @@ from airflow_cdc_provider.operators.sync import ChangeSyncOperator
 from airflow_cdc_provider.pipeline import default_stream_id
 from airflow_cdc_provider.triggers.files import is_transient
 from tests.changefiles import read_table
-from tests.destinations import PG_BIN, _free_port
+from tests.destinations import PG_BIN
 from tests.operator_run import execute
+from tests.stores import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +74,7 @@ class Moto:
     """moto's S3 server on a fixed port of 127.0.0.1, stopped and started again; its data lives in this process."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.server: Any = None
 
     def start(self) -> None:
@@ -182,7 +183,7 @@ class Postgres:
     """A PostgreSQL 15 cluster of this test's own, so stopping it disturbs no other test."""
 
     def __init__(self, root: Path) -> None:
-        self.root, self.data, self.port = root, root / "data", _free_port()
+        self.root, self.data, self.port = root, root / "data", free_port()
         self.as_root = os.geteuid() == 0
 
     def run(self, *command: str) -> None:
