@@ -43,6 +43,8 @@ class ChangeFileListing:
     :param plain_format: the source reads its files with the default format options (format from the name, CSV
         comma-separated UTF-8 with a header, types inferred) and fails on a bad file, as a warehouse's loader does.
     :param after_commit: run by the pipeline once the changes are committed (archive or delete the files).
+    :param read: the source's pull of these very files through the worker, given the key columns (a ``ChangePull``):
+        what the pipeline runs when the destination declines to load them, so a run lists once.
     """
 
     root: str
@@ -50,6 +52,7 @@ class ChangeFileListing:
     end_cursor: dict[str, Any]
     plain_format: bool = True
     after_commit: Callable[[], str] | None = field(default=None, repr=False)
+    read: Callable[[Sequence[str]], Any] | None = field(default=None, repr=False)
 
     def uri(self, file: StoredChangeFile) -> str:
         """Where ``file`` lies."""
@@ -83,5 +86,12 @@ class FileLoadingTransaction(Protocol):
         self, listing: ChangeFileListing, primary_key: Sequence[str], sequence_column: str | None
     ) -> int | None:
         """Stage the listing's changes, checking the change-file contract; return the rows staged, or ``None``
-        (having staged nothing) when the run's files are to be read through the worker instead."""
+        (having staged nothing) when the run's files are to be read through the worker instead. A read that fails
+        once the changes are staged raises :class:`FilesUnreadByDestination`."""
         ...
+
+
+class FilesUnreadByDestination(Exception):
+    """The destination's own read of a run's files failed part-way (a damaged page, a file replaced meanwhile),
+    voiding its transaction: nothing was applied, and the pipeline runs the sync again reading the files through
+    the worker, which names what is wrong with them. Never leaves the pipeline."""

@@ -20,7 +20,7 @@ from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 
-from airflow_cdc_provider.change_files import FileListingSource, FileLoadingTransaction
+from airflow_cdc_provider.change_files import FileListingSource, FileLoadingTransaction, FilesUnreadByDestination
 from airflow_cdc_provider.change_query import PushDownSource
 from airflow_cdc_provider.changes import (
     CHANGE_SEQUENCE,
@@ -172,6 +172,28 @@ def run_sync(
     summary = SyncSummary(stream_id=spec.stream_id, full_refresh=full_refresh)
     if spec.mode == "cdc" and can_push_down(source, destination):  # same engine: MERGE inside it
         return run_pushed_down(source, destination, spec, summary, full_refresh=full_refresh, logger=logger)  # type: ignore[arg-type]
+    try:
+        return _sync(source, destination, spec, summary, full_refresh, logger, started)
+    except FilesUnreadByDestination as err:
+        logger.warning(
+            "Stream %s: %s; nothing was applied, and the files are read through the worker", spec.stream_id, err
+        )
+        summary = SyncSummary(stream_id=spec.stream_id, full_refresh=full_refresh)
+        return _sync(source, destination, spec, summary, full_refresh, logger, started, destination_reads=False)
+
+
+def _sync(
+    source: ChangeFeed,
+    destination: Destination,
+    spec: SyncSpec,
+    summary: SyncSummary,
+    full_refresh: bool,
+    logger: Log,
+    started: float,
+    *,
+    destination_reads: bool = True,
+) -> SyncSummary:
+    """:func:`run_sync` through the merge: ``destination_reads``: the destination may read the files itself."""
     with destination.transaction(spec.stream_id) as transaction, contextlib.ExitStack() as reading:
         checkpoint = transaction.read_checkpoint()  # read even for a full refresh: the commit checks it
         if full_refresh:
@@ -179,9 +201,9 @@ def run_sync(
             transaction.clear()
         cursor = checkpoint["source"] if checkpoint else None
         newer = None
-        pull = loaded_by_destination(source, transaction, cursor, spec, summary, logger)
-        if pull is None:
-            pull = source.pull(cursor, spec.primary_key)
+        pull, staged = loaded_by_destination(source, transaction, cursor, spec, summary, logger, destination_reads)
+        if not staged:
+            pull = pull or source.pull(cursor, spec.primary_key)
             reading.callback(pull.close)  # a run that fails before the end releases what the read holds, at once
             _log_pull(spec, source, pull, logger)
             batches: Iterable[pa.RecordBatch] = _Progress(pull, logger, summary)
@@ -196,6 +218,7 @@ def run_sync(
             elif spec.sequence_column:
                 batches = with_event_time(batches, spec.sequence_column, if_times=True)
             transaction.stage(batches)
+        assert pull is not None  # staged by the destination: its pull of the listed files
         order_by = _order_by(spec)
         stats = transaction.apply(spec.primary_key, order_by, sequence_column=spec.sequence_column)
         if stats.rows_skipped_stale:
@@ -239,25 +262,29 @@ def loaded_by_destination(
     spec: SyncSpec,
     summary: SyncSummary,
     logger: Log = log,
-) -> ChangePull | None:
-    """Stage the run's files by the destination itself, straight from the source's store (a warehouse), when both
-    sides can; the pull it made, or ``None`` to read the changes through the worker (having staged nothing)."""
+    destination_reads: bool = True,
+) -> tuple[ChangePull | None, bool]:
+    """Stage the run's files by the destination itself, straight from the source's store (a warehouse, DuckDB),
+    when both sides can. Return the pull and whether its changes are staged; when they are not, the pull (if not
+    ``None``) is of the files listed here, to read through the worker."""
     if spec.mode != "cdc" or spec.event_time_column or not isinstance(source, FileListingSource):
-        return None
-    if not isinstance(transaction, FileLoadingTransaction) or not transaction.loads_from(source.uri):
-        return None
+        return None, False
+    if not destination_reads or not isinstance(transaction, FileLoadingTransaction):
+        return None, False
+    if not transaction.loads_from(source.uri):
+        return None, False
     listing = source.list_pending(cursor)
     names = [file.path for file in listing.files]
     pull = ChangePull(iter(()), listing.end_cursor, len(names), names=names, after_commit=listing.after_commit)
     if not listing.files:
         _log_pull(spec, source, pull, logger)
-        return pull
+        return pull, True
     rows = transaction.load_files(listing, spec.primary_key, spec.sequence_column)
     if rows is None:
-        return None
+        return (listing.read(spec.primary_key) if listing.read else None), False
     summary.rows_read, pull.units_done = rows, len(names)
-    _log_pull(spec, source, pull, logger, " (loaded by the destination itself, no row through the worker)")
-    return pull
+    _log_pull(spec, source, pull, logger, " (read by the destination itself)")
+    return pull, True
 
 
 def _log_pull(spec: SyncSpec, source: ChangeFeed, pull: ChangePull, logger: Log, how: str = "") -> None:

@@ -88,11 +88,11 @@ def die_after_first(batches):
     die()
 
 
-original_pull = FileChangeFeedHook.pull
+original_pull = FileChangeFeedHook._pull  # every pull: of the files listed for it, or for a destination first
 
 
-def pull(self, cursor, primary_key):
-    result = original_pull(self, cursor, primary_key)
+def pull(self, cursor, primary_key, *window):
+    result = original_pull(self, cursor, primary_key, *window)
     if stage == "listed":
         die()
     if stage == "staging":
@@ -100,7 +100,7 @@ def pull(self, cursor, primary_key):
     return result
 
 
-FileChangeFeedHook.pull = pull
+FileChangeFeedHook._pull = pull
 install_crash(recipe["kind"], stage, die)
 run_sync(LocalChangeFeedHook(feed), build_destination(recipe), SyncSpec("crash", primary_key=("id",)))
 print("sync finished without being killed", flush=True)

@@ -185,7 +185,16 @@ class FileChangeFeedHook(Describable, BaseHook, ABC):
 
     def pull(self, cursor: Cursor | None, primary_key: Sequence[str]) -> ChangePull:
         """List once, fix the files to apply and the end cursor, and stream their changes."""
-        listed, pending, end_cursor = self._window(cursor)
+        return self._pull(cursor, primary_key, *self._window(cursor))
+
+    def _pull(
+        self,
+        cursor: Cursor | None,
+        primary_key: Sequence[str],
+        listed: list[ChangeFile],
+        pending: list[ChangeFile],
+        end_cursor: Cursor,
+    ) -> ChangePull:
         pull = ChangePull(
             batches=iter(()),
             end_cursor=end_cursor,
@@ -209,6 +218,7 @@ class FileChangeFeedHook(Describable, BaseHook, ABC):
             files,
             end_cursor,
             plain_format=self.file_format == FileFormat() and self.bad_files == "fail",
+            read=lambda primary_key: self._pull(cursor, primary_key, listed, pending, end_cursor),
         )
         if self.applied_files != "keep":
             applied = self._applied(cursor, listed, pending)

@@ -186,6 +186,7 @@ class SqlTransaction(DestinationTransaction):
                 sequence_column,
                 empty=self._empty,
                 delete_missing=self._rebuild and not self._empty,
+                row_id=self._stage.row_id,
             )
             merge.net_effect(order_by)
             d.writes_start()

@@ -58,6 +58,8 @@ class Merge:
         upserts are inserted, with nothing to delete or update.
     :param delete_missing: a full refresh of a table the engine could not empty first (a warehouse without
         transactions): the one ``MERGE`` also deletes the rows of keys the stage lacks.
+    :param row_id: what tells one staged row from another (:attr:`.stage.Stage.row_id`); the dialect's row id
+        when not given.
     """
 
     dialect: BoundDialect
@@ -68,8 +70,10 @@ class Merge:
     sequence_column: str | None = None
     empty: bool = False
     delete_missing: bool = False
+    row_id: str | None = None
 
     def __post_init__(self) -> None:
+        self.row_id = self.row_id or self.dialect.row_id
         self.target = self.dialect.table(self.table)
         self.match = key_match("target", NET, self.primary_key, self.dialect.quote)
         self.names = ", ".join(self.dialect.quote(name) for name in self.columns)
@@ -78,20 +82,20 @@ class Merge:
     def net_effect(self, order_by: Sequence[str]) -> None:
         """Keep the last change per key in ``_cdc_net``: narrow rows and a row id where the engine has one."""
         d = self.dialect
-        if d.row_id and tuple(order_by) == (CHANGE_SEQUENCE,):
+        if self.row_id and tuple(order_by) == (CHANGE_SEQUENCE,):
             # The last change per key by a grouping, which spills to disk where a window over the same rows runs
             # out of a 256 MB cap (26M changes); the full rows are read once, by id, when they are inserted.
             seq = d.quote(CHANGE_SEQUENCE)
             last = [f"arg_max({d.quote(name)}, {seq}) AS {d.quote(name)}" for name in (CHANGE_TYPE, CHANGE_TIME)]
             keys = ", ".join(d.quote(key) for key in self.primary_key)
             query = (
-                f"SELECT {keys}, max({seq}) AS {seq}, {', '.join(last)}, arg_max({d.row_id}, {seq}) AS {_ROW} "
+                f"SELECT {keys}, max({seq}) AS {seq}, {', '.join(last)}, arg_max({self.row_id}, {seq}) AS {_ROW} "
                 f"FROM {STAGE} GROUP BY {keys}"
             )
-        elif d.row_id:  # rank narrow rows (an order of several columns, some maybe null); full rows read by id
+        elif self.row_id:  # rank narrow rows (an order of several columns, some maybe null); full rows read by id
             ranked = [*self.primary_key, *order_by, CHANGE_TYPE, CHANGE_TIME]
             narrow = ", ".join(d.quote(name) for name in dict.fromkeys(ranked))
-            source = f"(SELECT {narrow}, {d.row_id} AS {_ROW} FROM {STAGE})"
+            source = f"(SELECT {narrow}, {self.row_id} AS {_ROW} FROM {STAGE})"
             query = net_effect_query(source, self.primary_key, order_by, quote=d.quote, distinct_on=d.distinct_on)
         else:
             query = net_effect_query(STAGE, self.primary_key, order_by, quote=d.quote, distinct_on=d.distinct_on)
@@ -100,9 +104,9 @@ class Merge:
     def upsert_rows(self, select: str | None = None) -> str:
         """The net upserts' full rows: ``SELECT <select> FROM …``, the user's columns by default."""
         select = select or self.names
-        if self.dialect.row_id:
+        if self.row_id:
             upserts = f"SELECT {_ROW} FROM {NET} WHERE {is_kind(NET, UPSERT)}"
-            return f"SELECT {select} FROM {STAGE} WHERE {self.dialect.row_id} IN ({upserts})"
+            return f"SELECT {select} FROM {STAGE} WHERE {self.row_id} IN ({upserts})"
         return f"SELECT {select} FROM {NET} WHERE {is_kind(NET, UPSERT)}"
 
     def apply(self) -> ApplyStats:

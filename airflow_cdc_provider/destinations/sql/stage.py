@@ -43,6 +43,9 @@ class Stage:
         self.dialect = dialect
         self.allow_string = allow_string
         self.schema: pa.Schema | None = None
+        # What tells one staged row from another: the engine's row id, or the change's place in the run (a stage
+        # that is a view over the files has no row id).
+        self.row_id: str | None = dialect.row_id
         # Columns the stage widened from integers to doubles, with the file that made it: a key may not.
         self.doubled: dict[str, tuple[pa.DataType, str]] = {}
 
