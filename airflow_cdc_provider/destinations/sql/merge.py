@@ -9,7 +9,7 @@ deleted keys, and the warehouses' one-statement ``MERGE``. Soft deletes, history
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pyarrow as pa
@@ -71,6 +71,7 @@ class Merge:
     empty: bool = False
     delete_missing: bool = False
     row_id: str | None = None
+    every_change_last: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.row_id = self.row_id or self.dialect.row_id
@@ -100,10 +101,16 @@ class Merge:
         else:
             query = net_effect_query(STAGE, self.primary_key, order_by, quote=d.quote, distinct_on=d.distinct_on)
         d.execute(f"CREATE TEMP TABLE {NET}{d.temp_table_suffix} AS {query}")
+        if self.row_id:  # every change the last of its key (a backfill): the upserts are read without a join
+            [(self.every_change_last,)] = d.rows(
+                f"SELECT (SELECT count(*) FROM {NET}) = (SELECT count(*) FROM {STAGE})"
+            )
 
     def upsert_rows(self, select: str | None = None) -> str:
         """The net upserts' full rows: ``SELECT <select> FROM …``, the user's columns by default."""
         select = select or self.names
+        if self.row_id and self.every_change_last:
+            return f"SELECT {select} FROM {STAGE} WHERE {is_kind(STAGE, UPSERT)}"
         if self.row_id:
             upserts = f"SELECT {_ROW} FROM {NET} WHERE {is_kind(NET, UPSERT)}"
             return f"SELECT {select} FROM {STAGE} WHERE {self.row_id} IN ({upserts})"
