@@ -327,3 +327,17 @@ def test_killed_at_any_point_then_retried_the_table_is_exact(
     assert set(rows_of(tmp_path)) == ({2, 4} if applied else {1, 2})
     assert sync(feed, target, caplog) == ("worker" if applied else "fast")  # after the commit: nothing is pending
     assert set(rows_of(tmp_path)) == {2, 4}
+
+
+def test_a_file_gone_once_duckdb_has_read_it_is_left_for_the_next_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    feed, target = _held_before(tmp_path, caplog)
+    path = land(feed, "1.parquet", [{"id": 3, KIND: "u"}], 1)
+    land(feed, "2.parquet", [{"id": 4, KIND: "u"}], 2)
+    replace_after_net_effect(monkeypatch, lambda: os.replace(path, tmp_path / "elsewhere.parquet"))
+    assert sync(feed, target, caplog) == "fallback"
+    assert set(rows_of(tmp_path)) == {1, 2, 4}  # the worker path skips a file gone since the listing
+    os.replace(tmp_path / "elsewhere.parquet", path)
+    assert sync(feed, target, caplog) == "fast"
+    assert set(rows_of(tmp_path)) == {1, 2, 3, 4}

@@ -116,7 +116,10 @@ class DuckDBTransaction(SqlTransaction):
             log.info("%s: the files are read through the worker: a column needs its values checked", self._name)
             return None
         self._stage.schema, select = view
-        d.execute(f"CREATE TEMP VIEW {STAGE} AS {select}")
+        try:
+            d.execute(f"CREATE TEMP VIEW {STAGE} AS {select}")  # DuckDB reads a footer here
+        except duckdb.Error as err:
+            raise FilesUnreadByDestination(f"DuckDB could not read the files: {err}") from err
         self._stage.row_id, self._files = CHANGE_SEQUENCE, files
         return files.rows
 

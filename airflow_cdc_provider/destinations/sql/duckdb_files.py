@@ -96,7 +96,10 @@ class LocalParquetFiles:
     def changed(self) -> str | None:
         """The first file that is not what it was when surveyed (rewritten, replaced, gone), or ``None``."""
         for path, identity in zip(self.paths, self.identities, strict=True):
-            if _identity(path) != identity:
+            try:
+                if _identity(path) != identity:
+                    return path
+            except OSError:
                 return path
         return None
 
