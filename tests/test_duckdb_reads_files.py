@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -143,6 +144,45 @@ def test_the_table_is_the_worker_paths_and_the_models(
         assert {key: {k: v for k, v in row.items() if v is not None} for key, row in held.items()} == {
             key: {k: v for k, v in row.items() if v is not None} for key, row in model.items()
         }
+
+
+SHAPES: dict[str, dict[str, Any]] = {
+    "soft": {"delete_mode": "soft"},
+    "history": {"history": True},
+    "partial": {"ignore_null_updates": True},
+}
+
+
+def every_row(folder: Path) -> list[tuple[Any, ...]]:
+    """Every row of the table (a history table holds several a key), but when each was loaded."""
+    with duckdb.connect(str(folder / "db.duckdb"), read_only=True) as con:
+        names = [row[0] for row in con.execute(f"DESCRIBE {TABLE}").fetchall() if row[0] != "_cdc_loaded_at"]
+        columns = ", ".join(f'"{name}"' for name in names)
+        return con.execute(f"SELECT {columns} FROM {TABLE} ORDER BY ALL").fetchall()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(history=histories(), shape=st.sampled_from(sorted(SHAPES)))
+def test_soft_deletes_history_and_partial_updates_are_the_worker_paths(
+    history: list[list[tuple[pa.Schema, list[dict[str, Any]]]]],
+    shape: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    root = tmp_path_factory.mktemp(shape)
+    feed = root / "feed"
+    fast = destination(root / "fast", **SHAPES[shape])
+    slow = destination(root / "slow", read_files=False, **SHAPES[shape])
+    (root / "fast").mkdir()
+    (root / "slow").mkdir()
+    at = 0
+    for files in history:
+        for index, (schema, rows) in enumerate(files):
+            at += 1
+            land(feed, f"run-{at}-{index}.parquet", rows, at, schema)
+        assert sync(feed, fast, caplog) == "fast"
+        assert sync(feed, slow, caplog) == "worker"
+        assert every_row(root / "fast") == every_row(root / "slow")
 
 
 # -- what is not read this way, and why ---------------------------------------------------------------------------

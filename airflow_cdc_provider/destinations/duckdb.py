@@ -92,8 +92,8 @@ class DuckDBDestination(SqlDestination):
 
 
 class DuckDBTransaction(SqlTransaction):
-    """The merge engine's transaction on DuckDB, which may stage a local folder's Parquet files as a view over
-    them (a :class:`~airflow_cdc_provider.change_files.FileLoadingTransaction`)."""
+    """The merge engine's transaction on DuckDB, which may stage a local folder's Parquet files by reading them
+    itself (a :class:`~airflow_cdc_provider.change_files.FileLoadingTransaction`)."""
 
     _files: LocalParquetFiles | None = None
 
@@ -103,8 +103,8 @@ class DuckDBTransaction(SqlTransaction):
     def load_files(
         self, listing: ChangeFileListing, primary_key: Sequence[str], sequence_column: str | None
     ) -> int | None:
-        if sequence_column is not None or not self._shape.plain:
-            return None  # the stale filter and the shapes rewrite the stage: it is a table
+        if sequence_column is not None:
+            return None  # its values are checked, and may be the source time, on the worker path
         files = survey(listing, primary_key)
         if isinstance(files, str):
             log.info("%s: the files are read through the worker: %s", self._name, files)
@@ -116,11 +116,16 @@ class DuckDBTransaction(SqlTransaction):
             log.info("%s: the files are read through the worker: a column needs its values checked", self._name)
             return None
         self._stage.schema, select = view
+        # Soft deletes, history and partial updates read the stage several times: DuckDB copies it into a table
+        # once. The net effect alone reads it twice, as a view: nothing is copied.
+        kind = "VIEW" if self._shape.plain else "TABLE"
         try:
-            d.execute(f"CREATE TEMP VIEW {STAGE} AS {select}")  # DuckDB reads a footer here
+            d.execute(f"CREATE TEMP {kind} {STAGE} AS {select}")
         except duckdb.Error as err:
             raise FilesUnreadByDestination(f"DuckDB could not read the files: {err}") from err
-        self._stage.row_id, self._files = CHANGE_SEQUENCE, files
+        if kind == "VIEW":
+            self._stage.row_id = CHANGE_SEQUENCE
+        self._files = files
         return files.rows
 
     def apply(
