@@ -131,13 +131,13 @@ class DuckDBTransaction(SqlTransaction):
     def apply(
         self, primary_key: Sequence[str], order_by: Sequence[str], *, sequence_column: str | None = None
     ) -> ApplyStats:
-        if self._files is None:
-            return super().apply(primary_key, order_by, sequence_column=sequence_column)
         try:
             stats = super().apply(primary_key, order_by, sequence_column=sequence_column)
         except duckdb.Error as err:
+            if self._files is None:
+                raise
             raise FilesUnreadByDestination(f"DuckDB's read of the files failed: {err}") from err
-        replaced = self._files.changed()
-        if replaced is not None:
+        replaced = self._files and self._files.changed()
+        if replaced:
             raise FilesUnreadByDestination(f"{replaced} changed while DuckDB read it")
         return stats

@@ -3,10 +3,12 @@
 DuckDB's own reader is parallel and turns no row into a Python object; over a view, nothing is staged at all. The
 net effect reads the narrow columns (key, change type, place), then the upserts' full rows are read once more, by
 their place (:attr:`~.stage.Stage.row_id` is ``_change_sequence``). Soft deletes, history and partial updates,
-which read the stage several times, have DuckDB copy the same ``SELECT`` into the stage table instead. Only what the worker path would stage unchanged
-is read this way: every file Parquet, of one schema of plain types that needs no value check or fitting, with rows,
-no null key (by the footers' statistics), and columns the schema rule accepts against the table. Anything else is
-read through the worker, which names what is wrong (:func:`survey` says why, for the log).
+which read the stage several times, have DuckDB copy the same ``SELECT`` into the stage table instead.
+
+Only what the worker path would stage unchanged is read this way: every file Parquet, of one schema of plain types
+that needs no value check or fitting, with rows, no null key (by the footers' statistics), and columns the schema
+rule accepts against the table. Anything else is read through the worker, which names what is wrong
+(:func:`survey` says why, for the log).
 
 A DuckDB error voids the run's DuckDB transaction, so a read that fails there anyway (a damaged page, a change type
 that is not canonical — ``error()`` in the view — or a file replaced meanwhile) is :class:`FilesUnreadByDestination`:
