@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -127,23 +127,34 @@ def test_the_table_is_the_worker_paths_and_the_models(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     root = tmp_path_factory.mktemp("history")
-    feed, fast, slow = root / "feed", destination(root / "fast"), destination(root / "slow", read_files=False)
-    (root / "fast").mkdir()
-    (root / "slow").mkdir()
     model: dict[int, dict[str, Any]] = {}
-    at = 0
-    for files in history:
-        for index, (schema, rows) in enumerate(files):
-            at += 1
-            land(feed, f"run-{at}-{index}.parquet", rows, at, schema)
-            apply_to_model(model, rows)
-        assert sync(feed, fast, caplog) == "fast"
-        assert sync(feed, slow, caplog) == "worker"
+    for rows in side_by_side(root, history, caplog):
+        apply_to_model(model, rows)
         held = rows_of(root / "fast")
         assert held == rows_of(root / "slow")
         assert {key: {k: v for k, v in row.items() if v is not None} for key, row in held.items()} == {
             key: {k: v for k, v in row.items() if v is not None} for key, row in model.items()
         }
+
+
+def side_by_side(
+    root: Path, runs: list[list[tuple[pa.Schema, list[dict[str, Any]]]]], caplog: Any, **options: Any
+) -> Iterator[list[dict[str, Any]]]:
+    """Land each run's files in ``root/feed`` and sync them into ``root/fast`` (DuckDB reading them, which is
+    checked) and ``root/slow`` (through the worker); yield the run's rows, in order, once both are synced."""
+    (root / "fast").mkdir()
+    (root / "slow").mkdir()
+    fast, slow = destination(root / "fast", **options), destination(root / "slow", read_files=False, **options)
+    at = 0
+    for files in runs:
+        landed: list[dict[str, Any]] = []
+        for index, (schema, rows) in enumerate(files):
+            at += 1
+            land(root / "feed", f"run-{at}-{index}.parquet", rows, at, schema)
+            landed += rows
+        assert sync(root / "feed", fast, caplog) == "fast"
+        assert sync(root / "feed", slow, caplog) == "worker"
+        yield landed
 
 
 SHAPES: dict[str, dict[str, Any]] = {
@@ -170,18 +181,7 @@ def test_soft_deletes_history_and_partial_updates_are_the_worker_paths(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     root = tmp_path_factory.mktemp(shape)
-    feed = root / "feed"
-    fast = destination(root / "fast", **SHAPES[shape])
-    slow = destination(root / "slow", read_files=False, **SHAPES[shape])
-    (root / "fast").mkdir()
-    (root / "slow").mkdir()
-    at = 0
-    for files in history:
-        for index, (schema, rows) in enumerate(files):
-            at += 1
-            land(feed, f"run-{at}-{index}.parquet", rows, at, schema)
-        assert sync(feed, fast, caplog) == "fast"
-        assert sync(feed, slow, caplog) == "worker"
+    for _ in side_by_side(root, history, caplog, **SHAPES[shape]):
         assert every_row(root / "fast") == every_row(root / "slow")
 
 
